@@ -1,0 +1,147 @@
+# Shared by experiments/gpu_batch_{a,b}.sh (sourced, not run): environment, the job-plan helper, pre-flight
+# checks and packing. Expects BATCH and TOTAL (seconds for the whole script) to be set by the caller.
+#
+# Environment (all optional here; on the GPU host OUT, HEDGEHOG_DATA_DIR, MINILM_DIR, SMOLLM2_GGUF are set):
+#   SMOKE=1            tiny CPU version of the batch (1-2 attention types per experiment, a few steps)
+#   OUT                where the tarballs and the summary go (default /tmp/hedgehog_out/$BATCH)
+#   WORK_DIR           scratch folder for runs, teachers and logs (default /tmp/hedgehog_work/$BATCH)
+#   WORKERS            parallel runs (default 8 on a GPU, 2 in SMOKE mode)
+#   SEED               seed of every run (default 0)
+#   PYTHON             interpreter (default python)
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO" || exit 1
+T0=${T0:-$(date +%s)}
+SMOKE=${SMOKE:-0}
+SEED=${SEED:-0}
+PY=${PYTHON:-$(command -v python || command -v python3)}
+OUT=${OUT:-/tmp/hedgehog_out/$BATCH}
+WORK=${WORK_DIR:-/tmp/hedgehog_work/$BATCH}
+LOGS=$WORK/$BATCH
+JOBS=$LOGS/_jobs
+PLAN=$WORK/plan.txt
+mkdir -p "$OUT" "$JOBS"
+: > "$PLAN"
+
+export HEDGEHOG_LOG_DIR=$LOGS
+export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$REPO/src"
+export WANDB_MODE=offline WANDB_SILENT=true WANDB_DISABLE_GIT=true HYDRA_FULL_ERROR=1
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1} PYTHONUNBUFFERED=1
+DATA_DIR=${HEDGEHOG_DATA_DIR:-$REPO/../shared/data}
+export HEDGEHOG_DATA_DIR=$DATA_DIR
+
+if [ "$SMOKE" = 1 ]; then
+    TRAINER=cpu
+    WORKERS=${WORKERS:-2}
+else
+    TRAINER=gpu
+    WORKERS=${WORKERS:-8}
+fi
+# Every run: the chosen trainer (gpu = one CUDA device, bf16-mixed), CSV + offline W&B, no progress bars.
+LOGGER=${LOGGER:-many}   # csv where wandb is not installed
+COMMON="trainer=$TRAINER logger=$LOGGER trainer.enable_progress_bar=false trainer.num_sanity_val_steps=0 trainer.log_every_n_steps=20 seed=$SEED"
+
+elapsed() { echo $(( $(date +%s) - T0 )); }
+say() { echo "[$BATCH $(elapsed)s] $*" | tee -a "$JOBS/batch.log"; }
+
+# job NAME TIMEOUT_S AFTER COMMAND...  -- one line of the plan (AFTER: comma-separated job names or -)
+job() {
+    local name=$1 timeout=$2 after=$3
+    shift 3
+    printf '%s | %s | %s | %s\n' "$name" "$timeout" "$after" "$*" >> "$PLAN"
+}
+
+# safe MARGIN_S: Hydra overrides adding the deadline callback (stop training MARGIN_S before the job's deadline)
+safe() { echo "+callbacks.deadline._target_=experiments.deadline_stop.DeadlineStop +callbacks.deadline.margin_s=$1"; }
+
+# keep_ckpt DIR: a run folder whose checkpoints the runner must not delete (removed again by the job itself)
+keep_ckpt() { echo "mkdir -p $1 && touch $1/.keep_checkpoints"; }
+
+preflight() {
+    say "repo $REPO, git $(git rev-parse --short HEAD 2>/dev/null || echo '?'), SMOKE=$SMOKE, workers $WORKERS, budget ${TOTAL}s"
+    say "data $DATA_DIR, out $OUT, work $WORK"
+    {
+        echo "date: $(date -u +%FT%TZ)"
+        echo "host: $(hostname)"
+        echo "git: $(git rev-parse HEAD 2>/dev/null) $(git status --porcelain --untracked-files=no 2>/dev/null | wc -l) modified files"
+        nproc 2>/dev/null | sed 's/^/cpus: /'
+        command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | sed 's/^/gpu: /'
+        $PY - <<'EOF'
+import importlib, sys
+print("python:", sys.version.split()[0])
+for name in ("torch", "lightning", "transformers", "peft", "hydra", "omegaconf", "wandb", "rouge_score", "gguf", "triton"):
+    try:
+        mod = importlib.import_module(name)
+        print(f"{name}: {getattr(mod, '__version__', '?')}")
+    except Exception as error:
+        print(f"{name}: MISSING ({type(error).__name__}: {error})")
+import torch
+print("cuda:", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
+EOF
+    } > "$JOBS/env.txt" 2>&1
+    cat "$JOBS/env.txt" | sed "s/^/[$BATCH env] /"
+    local missing
+    required="torch|lightning|transformers|hydra|omegaconf"
+    [ "$LOGGER" = csv ] || required="$required|wandb"
+    missing=$(grep -E "^($required): MISSING" "$JOBS/env.txt")
+    if [ -n "$missing" ]; then
+        say "FATAL: required packages missing: $missing (export PYTHONPATH=/tmp/site:src after installing the wheels)"
+        return 1
+    fi
+    if [ "$SMOKE" != 1 ] && ! grep -q "^cuda: True" "$JOBS/env.txt"; then
+        say "FATAL: no CUDA device; run with SMOKE=1 for the CPU check"
+        return 1
+    fi
+    if [ ! -d "$DATA_DIR/glue" ] || [ ! -d "$DATA_DIR/wikitext" ]; then
+        say "FATAL: data not found under $DATA_DIR (set HEDGEHOG_DATA_DIR)"
+        return 1
+    fi
+    if command -v nvidia-smi >/dev/null && [ "$SMOKE" != 1 ]; then
+        nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 5 > "$JOBS/gpu_util.csv" 2>/dev/null &
+        GPU_MON=$!
+    fi
+    # The attention kernels must agree with the PyTorch reference on this device; if not, run on the reference.
+    if [ "$SMOKE" != 1 ] && [ -z "${HEDGEHOG_ATTENTION_BACKEND:-}" ]; then
+        if timeout 120 $PY experiments/preflight_kernels.py > "$JOBS/preflight_kernels.log" 2>&1; then
+            say "attention kernels agree with the reference: backend auto"
+        else
+            export HEDGEHOG_ATTENTION_BACKEND=torch
+            say "attention kernels failed the preflight (see _jobs/preflight_kernels.log): HEDGEHOG_ATTENTION_BACKEND=torch"
+        fi
+    fi
+    say "attention backend: ${HEDGEHOG_ATTENTION_BACKEND:-auto}"
+    # A tarball every 2 minutes, so that results come back even if the call is cut short before the end.
+    rm -f "$WORK/.stop_packer"
+    ( n=0
+      while [ ! -e "$WORK/.stop_packer" ]; do
+          sleep 5; n=$((n + 1))
+          if [ $((n % 24)) = 0 ] && [ ! -e "$WORK/.stop_packer" ]; then
+              $PY experiments/batch_runner.py pack --log-dir "$LOGS" --out "$OUT/$BATCH.tar.gz" --arcname "$BATCH" > /dev/null 2>&1
+          fi
+      done ) &
+    PACKER=$!
+    return 0
+}
+
+# run_plan [RESERVE_S]: run the plan with what is left of the budget minus RESERVE_S (packing time)
+run_plan() {
+    local reserve=${1:-30}
+    local left=$(( TOTAL - $(elapsed) - reserve ))
+    say "plan: $(grep -c . "$PLAN") jobs, runner budget ${left}s"
+    cp "$PLAN" "$JOBS/plan.txt"
+    $PY experiments/batch_runner.py run "$PLAN" --log-dir "$LOGS" --workers "$WORKERS" --budget "$left" \
+        --min-time "${MIN_TIME:-40}" ${ONLY:+--only "$ONLY"} 2>&1 | tee -a "$JOBS/batch.log"
+}
+
+finish() {
+    [ -n "${GPU_MON:-}" ] && kill "$GPU_MON" 2>/dev/null
+    if [ -n "${PACKER:-}" ]; then touch "$WORK/.stop_packer"; wait "$PACKER" 2>/dev/null; fi
+    $PY experiments/batch_runner.py report --log-dir "$LOGS" > "$JOBS/results_table.txt" 2>&1
+    cat "$JOBS/results_table.txt"
+    say "packing"
+    $PY experiments/batch_runner.py pack --log-dir "$LOGS" --out "$OUT/$BATCH.tar.gz" --arcname "$BATCH"
+    { cat "$JOBS/summary.log" 2>/dev/null; echo; cat "$JOBS/results_table.txt"; echo; tail -n 5 "$JOBS/batch.log"; } \
+        > "$OUT/${BATCH}_summary.log"
+    say "done: $(ls -la "$OUT" | tail -n +2 | awk '{print $5, $9}' | tr '\n' ' ')"
+}

@@ -1,0 +1,312 @@
+"""Run a batch of experiment jobs on one machine within a fixed wall-clock budget, then pack the results.
+
+A *plan* is a text file, one job a line (``#`` comments and blank lines ignored)::
+
+    name | timeout_s | after (comma-separated job names, or -) | command (run with bash -c)
+
+Jobs start in file order on up to ``--workers`` parallel slots (small models do not fill a GPU, so several
+runs share it). A job starts only when the jobs it comes ``after`` have succeeded (if one failed, it is marked
+``blocked``), and only when the remaining budget leaves it at least ``--min-time`` seconds; its timeout is cut
+to what remains. The job sees its deadline as the epoch time ``HEDGEHOG_JOB_DEADLINE`` (runs use it through
+``experiments/deadline_stop.py`` to stop training in time to test and write their results). A job over its
+timeout gets SIGTERM, then SIGKILL 15 s later (its whole process group).
+When a job ends, model checkpoints (``*.ckpt``) of every finished run under ``--log-dir`` are deleted, so a
+batch of many runs does not fill the disk (``results.json``, CSV and W&B files stay); a run folder holding a
+``.keep_checkpoints`` file is spared (a job that still needs them removes that file itself).
+
+Every job's output goes to ``<log dir>/_jobs/<name>.log``; ``<log dir>/_jobs/summary.json`` and
+``summary.log`` say, per job, its status (ok, failed, timeout, blocked, no-time), exit code and seconds, and
+are rewritten as jobs end. ``pack`` makes the tarball of everything worth keeping (no checkpoints, no weights)::
+
+    python experiments/batch_runner.py run plan.txt --log-dir logs/batch_a --workers 8 --budget 480
+    python experiments/batch_runner.py pack --log-dir logs/batch_a --out $OUT/batch_a.tar.gz
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+KEEP_SUFFIXES = (".json", ".jsonl", ".csv", ".yaml", ".yml", ".log", ".txt", ".wandb", ".md", ".png", ".tsv")
+SKIP_SUFFIXES = (".ckpt", ".safetensors", ".bin", ".pt", ".pth", ".gguf")
+MAX_FILE_BYTES = 4 * 1024 * 1024  # a bigger log is cut to its head and tail when packed
+
+
+@dataclass
+class Job:
+    name: str
+    timeout: float
+    after: list[str]
+    command: str
+    status: str = "pending"
+    returncode: int | None = None
+    started: float | None = None
+    ended: float | None = None
+    proc: subprocess.Popen | None = field(default=None, repr=False)
+    deadline: float | None = None
+    killed_at: float | None = None
+
+
+def read_plan(path: Path) -> list[Job]:
+    jobs: list[Job] = []
+    for line_no, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = [p.strip() for p in line.split("|", 3)]
+        if len(parts) != 4:
+            raise SystemExit(f"{path}:{line_no}: expected 'name | timeout_s | after | command', got {line!r}")
+        name, timeout, after, command = parts
+        if any(j.name == name for j in jobs):
+            raise SystemExit(f"{path}:{line_no}: duplicate job name {name!r}")
+        deps = [] if after in ("", "-") else [a.strip() for a in after.split(",") if a.strip()]
+        unknown = [d for d in deps if not any(j.name == d for j in jobs)]
+        if unknown:
+            raise SystemExit(f"{path}:{line_no}: job {name!r} comes after unknown (or later) jobs {unknown}")
+        jobs.append(Job(name, float(timeout), deps, command))
+    return jobs
+
+
+def clean_checkpoints(log_dir: Path) -> int:
+    """Delete ``*.ckpt`` inside every run folder whose results.json says complete; returns bytes freed."""
+    freed = 0
+    for results in log_dir.rglob("results.json"):
+        try:
+            if json.loads(results.read_text()).get("status") != "complete":
+                continue
+        except (OSError, ValueError):
+            continue
+        if (results.parent / ".keep_checkpoints").exists():
+            continue
+        for ckpt in (results.parent / "checkpoints").rglob("*.ckpt"):
+            try:
+                freed += ckpt.stat().st_size
+                ckpt.unlink()
+            except OSError:
+                pass
+    return freed
+
+
+def write_summary(jobs: list[Job], jobs_dir: Path, t0: float, budget: float) -> None:
+    rows = []
+    for j in jobs:
+        secs = None if j.started is None else round((j.ended or time.time()) - j.started, 1)
+        rows.append({"name": j.name, "status": j.status, "returncode": j.returncode, "seconds": secs,
+                     "started_at_s": None if j.started is None else round(j.started - t0, 1),
+                     "timeout_s": j.timeout, "after": j.after, "command": j.command})
+    (jobs_dir / "summary.json").write_text(json.dumps({"budget_s": budget, "elapsed_s": round(time.time() - t0, 1),
+                                                       "jobs": rows}, indent=1))
+    lines = [f"{r['status']:8s} {str(r['seconds']):>7s}s  {r['name']}" for r in rows]
+    (jobs_dir / "summary.log").write_text("\n".join(lines) + "\n")
+
+
+def terminate(job: Job, sig: int) -> None:
+    if job.proc is not None and job.proc.poll() is None:
+        try:
+            os.killpg(job.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def run(args: argparse.Namespace) -> int:
+    log_dir = Path(args.log_dir).resolve()
+    jobs_dir = log_dir / "_jobs"
+    jobs_dir.mkdir(parents=True, exist_ok=True)
+    jobs = read_plan(Path(args.plan))
+    if args.only:  # run a subset; prerequisites left out are taken as done (e.g. a teacher from an earlier run)
+        keep = set(args.only.split(","))
+        jobs = [j for j in jobs if j.name in keep]
+        for j in jobs:
+            j.after = [d for d in j.after if d in keep]
+    t0 = time.time()
+    end = t0 + args.budget
+    by_name = {j.name: j for j in jobs}
+    last_report = 0.0
+    print(f"[runner] {len(jobs)} jobs, {args.workers} workers, budget {args.budget:.0f} s", flush=True)
+
+    def finish(job: Job, status: str) -> None:
+        job.status, job.ended = status, time.time()
+        freed = clean_checkpoints(log_dir)
+        print(f"[runner] {time.time() - t0:6.0f}s  {status:8s} {job.name} ({job.ended - job.started:.0f} s)"
+              + (f", freed {freed / 2**20:.0f} MiB of checkpoints" if freed else ""), flush=True)
+        write_summary(jobs, jobs_dir, t0, args.budget)
+
+    while True:
+        now = time.time()
+        running = [j for j in jobs if j.status == "running"]
+        for j in running:
+            rc = j.proc.poll()
+            if rc is not None:
+                j.returncode = rc
+                finish(j, "timeout" if j.killed_at is not None else ("ok" if rc == 0 else "failed"))
+            elif now > j.deadline and j.killed_at is None:
+                print(f"[runner] {now - t0:6.0f}s  timeout  {j.name}: SIGTERM", flush=True)
+                terminate(j, signal.SIGTERM)
+                j.killed_at = now
+            elif j.killed_at is not None and now > j.killed_at + 15:
+                terminate(j, signal.SIGKILL)
+        for j in jobs:
+            if j.status != "pending":
+                continue
+            deps = [by_name[d] for d in j.after]
+            if any(d.status in ("failed", "timeout", "blocked", "no-time") for d in deps):
+                j.status = "blocked"
+                write_summary(jobs, jobs_dir, t0, args.budget)
+        running = [j for j in jobs if j.status == "running"]
+        for j in jobs:
+            if len(running) >= args.workers:
+                break
+            if j.status != "pending" or not all(by_name[d].status == "ok" for d in j.after):
+                continue
+            left = end - time.time()
+            if left < args.min_time:
+                j.status = "no-time"
+                write_summary(jobs, jobs_dir, t0, args.budget)
+                continue
+            j.started = time.time()
+            j.deadline = j.started + min(j.timeout, left)
+            log = open(jobs_dir / f"{j.name}.log", "w")
+            log.write(f"$ {j.command}\n")
+            log.flush()
+            env = dict(os.environ, HEDGEHOG_JOB_DEADLINE=f"{j.deadline:.0f}")
+            j.proc = subprocess.Popen(["bash", "-c", j.command], stdout=log, stderr=subprocess.STDOUT,
+                                      start_new_session=True, cwd=args.cwd, env=env)
+            j.status = "running"
+            running.append(j)
+            print(f"[runner] {j.started - t0:6.0f}s  start    {j.name} (timeout {j.deadline - j.started:.0f} s)", flush=True)
+            write_summary(jobs, jobs_dir, t0, args.budget)
+        if not any(j.status in ("pending", "running") for j in jobs):
+            break
+        if time.time() - last_report > 30:
+            last_report = time.time()
+            counts = {s: sum(j.status == s for j in jobs) for s in ("running", "pending", "ok", "failed", "timeout")}
+            print(f"[runner] {time.time() - t0:6.0f}s  " + ", ".join(f"{k} {v}" for k, v in counts.items()), flush=True)
+        time.sleep(0.5)
+    write_summary(jobs, jobs_dir, t0, args.budget)
+    counts = {}
+    for j in jobs:
+        counts[j.status] = counts.get(j.status, 0) + 1
+    print(f"[runner] done in {time.time() - t0:.0f} s: {counts}", flush=True)
+    return 0
+
+
+def _members(log_dir: Path, wandb_level: int) -> tuple[list[Path], int]:
+    """Files of ``log_dir`` worth packing. wandb_level 2: all W&B files; 1: without W&B debug logs and console
+    output; 0: no W&B files. Never checkpoints, weights or exported teachers."""
+    keep, skipped = [], 0
+    for path in sorted(log_dir.rglob("*")):
+        if not path.is_file() or path.is_symlink():
+            continue
+        rel = path.relative_to(log_dir)
+        if path.suffix in SKIP_SUFFIXES or "checkpoints" in rel.parts or "teachers" in rel.parts:
+            skipped += 1
+            continue
+        if "wandb" in rel.parts:
+            if wandb_level == 0 or (wandb_level == 1 and ("logs" in rel.parts or path.name in ("output.log", "requirements.txt"))):
+                skipped += 1
+                continue
+        elif path.suffix not in KEEP_SUFFIXES:
+            skipped += 1
+            continue
+        keep.append(path)
+    return keep, skipped
+
+
+def _write_tar(out: Path, log_dir: Path, arcroot: str, files: list[Path]) -> None:
+    """Write ``out`` atomically (a temporary file renamed at the end): a reader never sees half a tarball."""
+    import io
+
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.part")
+    with tarfile.open(tmp, "w:gz") as tar:
+        for path in files:
+            arcname = str(Path(arcroot) / path.relative_to(log_dir))
+            if path.stat().st_size > MAX_FILE_BYTES and path.suffix in (".log", ".txt", ".jsonl", ".csv", ".json"):
+                data = path.read_bytes()
+                half = MAX_FILE_BYTES // 2
+                cut = data[:half] + b"\n... [cut] ...\n" + data[-half:]
+                info = tarfile.TarInfo(arcname)
+                info.size, info.mtime = len(cut), int(path.stat().st_mtime)
+                tar.addfile(info, io.BytesIO(cut))
+            elif path.stat().st_size <= 4 * MAX_FILE_BYTES:
+                tar.add(path, arcname=arcname, recursive=False)
+    os.replace(tmp, out)
+
+
+def pack(args: argparse.Namespace) -> int:
+    """One tarball of ``--log-dir`` (no checkpoints, no weights) under ``--max-mib``: with every W&B file if it
+    fits, else without W&B debug logs; if it still does not fit, the W&B files go to ``<name>_wandb.tar.gz``."""
+    log_dir = Path(args.log_dir).resolve()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    arcroot = args.arcname or log_dir.name
+    limit = args.max_mib * 2**20
+    for level in (2, 1):
+        files, skipped = _members(log_dir, level)
+        _write_tar(out, log_dir, arcroot, files)
+        if out.stat().st_size <= limit:
+            print(f"[pack] {out}: {len(files)} files ({out.stat().st_size / 2**20:.1f} MiB), {skipped} skipped", flush=True)
+            return 0
+    files, skipped = _members(log_dir, 0)
+    _write_tar(out, log_dir, arcroot, files)
+    print(f"[pack] {out}: {len(files)} files ({out.stat().st_size / 2**20:.1f} MiB) without W&B", flush=True)
+    wandb_files = [p for p in _members(log_dir, 1)[0] if "wandb" in p.relative_to(log_dir).parts]
+    side = out.with_name(out.name.replace(".tar.gz", "") + "_wandb.tar.gz")
+    _write_tar(side, log_dir, arcroot, wandb_files)
+    print(f"[pack] {side}: {len(wandb_files)} W&B files ({side.stat().st_size / 2**20:.1f} MiB)", flush=True)
+    return 0
+
+
+HEADLINE = ("test/acc", "test/ppl", "test/score", "teacher/test/score", "test/rouge1", "test/rouge2", "test/rougeL")
+
+
+def report(args: argparse.Namespace) -> int:
+    """A plain table of every results.json under ``--log-dir``: where it ran and its headline metrics."""
+    log_dir = Path(args.log_dir).resolve()
+    rows = []
+    for path in sorted(log_dir.rglob("results.json")):
+        try:
+            r = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            rows.append(f"{path.parent.relative_to(log_dir)}  unreadable: {error}")
+            continue
+        dev = r.get("device") or {}
+        steps = ",".join(f"{k}:{v.get('global_step')}" for k, v in (r.get("stages") or {}).items())
+        metrics = r.get("metrics") or {}
+        shown = " ".join(f"{k}={metrics[k]:.4g}" for k in HEADLINE if isinstance(metrics.get(k), (int, float)))
+        rows.append(f"{str(path.parent.relative_to(log_dir)):60.60s} {r.get('status')} {r.get('attention')} "
+                    f"{dev.get('accelerator')}/{dev.get('precision')} steps[{steps}] {r.get('wall_time_s')}s {shown}")
+    print("\n".join(rows) if rows else "no results.json found")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run a plan")
+    r.add_argument("plan")
+    r.add_argument("--log-dir", required=True)
+    r.add_argument("--workers", type=int, default=4)
+    r.add_argument("--budget", type=float, required=True, help="seconds from now until the last job must end")
+    r.add_argument("--min-time", type=float, default=45, help="do not start a job with less time than this left")
+    r.add_argument("--only", default=None, help="comma-separated job names to run (the rest are ignored)")
+    r.add_argument("--cwd", default=None)
+    p = sub.add_parser("pack", help="tar.gz the results of a log dir (no checkpoints)")
+    p.add_argument("--log-dir", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--arcname", default=None)
+    p.add_argument("--max-mib", type=float, default=15.5)
+    q = sub.add_parser("report", help="print a table of the results.json files of a log dir")
+    q.add_argument("--log-dir", required=True)
+    args = ap.parse_args(argv)
+    return {"run": run, "pack": pack, "report": report}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,541 @@
+"""Gather the runs of the reproduction batches into tidy tables and figures.
+
+    python experiments/collect.py OUT_A/batch_a.tar.gz OUT_B/batch_b.tar.gz [more tarballs or folders]
+    python experiments/collect.py                 # only re-tabulate what is already under experiments/results/runs
+
+1. Each tarball (from ``experiments/gpu_batch_{a,b}.sh``; a folder works too) is unpacked into
+   ``experiments/results/runs/<batch>/``, keeping small files only: ``results.json``, CSV metrics, Hydra configs,
+   generations, the runner's job logs and summaries, and the offline W&B run folders without their debug logs
+   (files over 2 MiB are dropped).
+2. Every ``results.json`` under ``experiments/results/runs`` becomes a row of ``runs.csv`` (one row per run, every
+   metric a column), jobs that produced no results are listed in ``jobs.csv`` with the runner's status, and
+   each experiment gets a table (``<name>.csv`` and ``.md``): MQAR accuracy, WikiText perplexity, GLUE scores and
+   % of softmax recovered, SmolLM2 WikiText perplexity and SAMSum ROUGE, ablations, efficiency, attention
+   analysis.
+3. Figures (PNG) go to ``experiments/figures/``.
+
+A run's experiment is the folder it ran in (the batch scripts name them): ``mqar``, ``wikitext``, ``glue``,
+``ablation_mqar``, ``ablation_glue``, ``wikitext_smollm2``, ``samsum_smollm2``, ``cpu_mqar``; the analysis and
+efficiency scripts write their own JSON (``analysis/analysis_<model>.json``, ``efficiency/efficiency.json``).
+When the same run exists in several batches, tables use the latest batch (by name) and say which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import tarfile
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "experiments" / "results"
+FIGURES = ROOT / "experiments" / "figures"
+ATTENTION_ORDER = ["softmax", "hedgehog", "taylor", "elu", "performer", "cosformer", "t2r"]
+GLUE_TASKS = ["cola", "sst2", "mrpc", "stsb", "rte", "qnli"]
+KEEP_SUFFIXES = (".json", ".jsonl", ".csv", ".yaml", ".yml", ".log", ".txt", ".wandb", ".md", ".tsv")
+MAX_BYTES = 2 * 2**20
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 1. unpack
+# ---------------------------------------------------------------------------------------------------------------
+def _keep(rel: Path, size: int) -> bool:
+    parts = rel.parts
+    if "checkpoints" in parts or size > MAX_BYTES:
+        return False
+    if "wandb" in parts:
+        return "logs" not in parts and rel.name not in ("output.log", "requirements.txt", "debug.log", "debug-internal.log")
+    return rel.suffix in KEEP_SUFFIXES
+
+
+def _is_figure(rel: Path) -> bool:
+    """PNG figures drawn on the GPU host by the analysis and efficiency scripts (``<dir>/figures/*.png``)."""
+    return rel.suffix == ".png" and len(rel.parts) >= 2 and rel.parts[-2] == "figures"
+
+
+def unpack(source: Path, runs_dir: Path, fig_dir: Path = FIGURES) -> str:
+    """Copy the small files of a batch tarball/folder into ``runs_dir/<batch>`` (figures into ``fig_dir``);
+    returns the batch name."""
+    if source.is_dir():
+        batch = source.name
+        dest = runs_dir / batch
+        for path in source.rglob("*"):
+            rel = path.relative_to(source)
+            if path.is_file() and _is_figure(rel):
+                fig_dir.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, fig_dir / rel.name)
+            elif path.is_file() and _keep(rel, path.stat().st_size):
+                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, dest / rel)
+        return batch
+    with tarfile.open(source) as tar:
+        members = [m for m in tar.getmembers() if m.isfile()]
+        if not members:
+            raise SystemExit(f"collect: {source} holds no files")
+        batch = Path(members[0].name).parts[0]
+        for m in members:
+            rel = Path(m.name)
+            if rel.is_absolute() or ".." in rel.parts or rel.parts[0] != batch:
+                continue
+            inner = Path(*rel.parts[1:])
+            if _is_figure(inner):
+                fig_dir.mkdir(parents=True, exist_ok=True)
+                with tar.extractfile(m) as fh:
+                    (fig_dir / inner.name).write_bytes(fh.read())
+                continue
+            if not _keep(inner, m.size):
+                continue
+            out = runs_dir / batch / inner
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with tar.extractfile(m) as fh:
+                out.write_bytes(fh.read())
+    return batch
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 2. tables
+# ---------------------------------------------------------------------------------------------------------------
+def _flat(prefix: str, value, out: dict) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flat(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = value
+
+
+def load_runs(runs_dir: Path) -> pd.DataFrame:
+    rows = []
+    for path in sorted(runs_dir.rglob("results.json")):
+        rel = path.parent.relative_to(runs_dir)
+        if "wandb" in rel.parts:
+            continue
+        try:
+            r = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        batch, family = rel.parts[0], rel.parts[1] if len(rel.parts) > 1 else ""
+        name = "/".join(rel.parts[2:]) or family
+        data = str(r.get("data") or "")
+        row = {
+            "batch": batch, "family": family, "name": name, "run_dir": str(rel),
+            "experiment": r.get("experiment"), "attention": r.get("attention"), "data": data,
+            "task": data.split("/")[-1] if data.startswith("glue") else None,
+            "status": r.get("status"), "seed": r.get("seed"), "wall_time_s": r.get("wall_time_s"),
+            "resumed": r.get("resumed"), "num_parameters": r.get("num_parameters"),
+            "accelerator": (r.get("device") or {}).get("accelerator"),
+            "device_name": (r.get("device") or {}).get("name"),
+            "precision": (r.get("device") or {}).get("precision"),
+            "git_commit": (r.get("git") or {}).get("commit"),
+            "config_hash": r.get("config_hash"),
+            "steps": ";".join(f"{k}:{v.get('global_step')}" for k, v in (r.get("stages") or {}).items()),
+            "attention_options": json.dumps(r.get("attention_options") or {}, sort_keys=True),
+            "overrides": " ".join(r.get("overrides") or []),
+        }
+        for k, v in (r.get("metrics") or {}).items():
+            if isinstance(v, (int, float)):
+                row[k] = v
+        rows.append(row)
+    rows += _csv_only_runs(runs_dir, {runs_dir / r["run_dir"] for r in rows})
+    return pd.DataFrame(rows)
+
+
+def _csv_only_runs(runs_dir: Path, have: set[Path]) -> list[dict]:
+    """Runs that trained and tested but wrote no results.json (e.g. a crash while writing it): their final
+    metrics are the last logged value of each ``test/*``, ``teacher/*`` and ``val/*`` column of csv/metrics.csv."""
+    import yaml
+
+    rows = []
+    for cfg_path in sorted(runs_dir.rglob(".hydra/config.yaml")):
+        run = cfg_path.parent.parent
+        metrics_csv = run / "csv" / "metrics.csv"
+        if run in have or not metrics_csv.is_file() or "wandb" in run.parts:
+            continue
+        try:
+            cfg = yaml.safe_load(cfg_path.read_text())
+            overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text()) or []
+            log = pd.read_csv(metrics_csv)
+        except Exception:
+            continue
+        final = {}
+        for col in log.columns:
+            if col.startswith(("test/", "teacher/", "val/")):
+                vals = log[col].dropna()
+                if len(vals):
+                    final[col] = float(vals.iloc[-1])
+        if not any(k.startswith("test/") for k in final):
+            continue  # never reached its test: not a result
+        rel = run.relative_to(runs_dir)
+        exp = next((o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")), None)
+        data = cfg.get("data") or {}
+        task = data.get("task")
+        rows.append({
+            "batch": rel.parts[0], "family": rel.parts[1] if len(rel.parts) > 1 else "",
+            "name": "/".join(rel.parts[2:]) or (rel.parts[1] if len(rel.parts) > 1 else ""), "run_dir": str(rel),
+            "experiment": exp, "attention": (cfg.get("attention") or {}).get("name"),
+            "data": f"glue/{task}" if task else None, "task": task, "status": "csv-only", "seed": cfg.get("seed"),
+            "attention_options": json.dumps((cfg.get("attention") or {}).get("options") or {}, sort_keys=True),
+            "overrides": " ".join(overrides), "steps": f"last logged step {int(log['step'].max())}" if "step" in log else "",
+            **final,
+        })
+    return rows
+
+
+def load_jobs(runs_dir: Path) -> pd.DataFrame:
+    rows = []
+    for path in sorted(runs_dir.glob("*/_jobs/summary.json")):
+        batch = path.parts[-3]
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        for j in summary.get("jobs", []):
+            rows.append({"batch": batch, "job": j["name"], "status": j["status"], "seconds": j.get("seconds"),
+                         "returncode": j.get("returncode"), "command": j.get("command")})
+    return pd.DataFrame(rows)
+
+
+def latest(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """One row per ``keys``: the run of the latest batch, a complete one (results.json) before a csv-only one."""
+    if df.empty:
+        return df
+    df = df[df["status"].isin(["complete", "csv-only"])].copy()
+    df["_rank"] = (df["status"] == "complete").astype(int)
+    df = df.sort_values(["_rank", "batch"])
+    return df.drop_duplicates(keys, keep="last").drop(columns="_rank")
+
+
+def _order(values) -> list:
+    vals = list(dict.fromkeys(values))
+    return sorted(vals, key=lambda a: (ATTENTION_ORDER.index(a) if a in ATTENTION_ORDER else 99, str(a)))
+
+
+def write_table(df: pd.DataFrame, name: str, out: Path, floatfmt: str = ".4g") -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out / f"{name}.csv", index=False)
+    try:
+        md = df.to_markdown(index=False, floatfmt=floatfmt)
+    except ImportError:  # tabulate missing: a plain pipe table
+        cols = list(df.columns)
+        lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+        for _, r in df.iterrows():
+            lines.append("| " + " | ".join(_fmt(r[c]) for c in cols) + " |")
+        md = "\n".join(lines)
+    (out / f"{name}.md").write_text(md + "\n")
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.4g}"
+    return str(v)
+
+
+def _col(df: pd.DataFrame, name: str) -> pd.Series:
+    return df[name] if name in df.columns else pd.Series([float("nan")] * len(df), index=df.index)
+
+
+def table_mqar(runs: pd.DataFrame, family: str) -> pd.DataFrame:
+    df = latest(runs[runs["family"] == family], ["name"])
+    if df.empty:
+        return df
+    t = pd.DataFrame({"attention": df["attention"], "test_acc": _col(df, "test/acc"), "val_acc": _col(df, "val/acc"),
+                      "test_loss": _col(df, "test/loss"), "steps": df["steps"], "seed": df["seed"],
+                      "device": df["device_name"], "wall_time_s": df["wall_time_s"], "batch": df["batch"]})
+    return t.set_index("attention").loc[_order(t["attention"])].reset_index()
+
+
+def table_wikitext(runs: pd.DataFrame) -> pd.DataFrame:
+    df = latest(runs[runs["family"] == "wikitext"], ["name"])
+    if df.empty:
+        return df
+    t = pd.DataFrame({"attention": df["attention"], "test_ppl": _col(df, "test/ppl"), "test_loss": _col(df, "test/loss"),
+                      "steps": df["steps"], "seed": df["seed"], "device": df["device_name"],
+                      "wall_time_s": df["wall_time_s"], "batch": df["batch"]})
+    return t.set_index("attention").loc[_order(t["attention"])].reset_index()
+
+
+def table_glue(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(long table: one row per task x attention, wide table: attention x task scores + average + % recovered)."""
+    df = latest(runs[runs["family"] == "glue"], ["task", "attention"])
+    if df.empty:
+        return df, df
+    long = pd.DataFrame({"task": df["task"], "attention": df["attention"], "score": _col(df, "test/score"),
+                         "teacher_score": _col(df, "teacher/test/score"), "steps": df["steps"], "seed": df["seed"],
+                         "batch": df["batch"]})
+    long["recovered_pct"] = 100 * long["score"] / long["teacher_score"]
+    tasks = [t for t in GLUE_TASKS if t in set(long["task"])] + sorted(set(long["task"]) - set(GLUE_TASKS))
+    wide = long.pivot_table(index="attention", columns="task", values="score").reindex(columns=tasks)
+    wide["average"] = wide.mean(axis=1)
+    rec = long.pivot_table(index="attention", columns="task", values="recovered_pct").reindex(columns=tasks)
+    wide["recovered_pct_avg"] = rec.mean(axis=1)
+    wide = wide.loc[_order(wide.index)].reset_index()
+    att_rank = {a: i for i, a in enumerate(_order(long["attention"]))}
+    task_rank = {t: i for i, t in enumerate(tasks)}
+    long = long.assign(_t=long["task"].map(task_rank), _a=long["attention"].map(att_rank))
+    long = long.sort_values(["_t", "_a"]).drop(columns=["_t", "_a"])
+    return long.reset_index(drop=True), wide
+
+
+def _ablation_label(row) -> str:
+    name = str(row["name"])
+    opts = json.loads(row["attention_options"] or "{}")
+    head = name.split("/")[0]
+    if head in ("feature_dim", "activation", "init"):
+        return f"{head}={opts.get(head)}"
+    return head
+
+
+def table_ablations(runs: pd.DataFrame, family: str, reference: pd.DataFrame | None, metric: str) -> pd.DataFrame:
+    df = latest(runs[runs["family"] == family], ["name"])
+    rows = []
+    if reference is not None and not reference.empty:
+        for _, r in reference.iterrows():
+            rows.append({"setting": "hedgehog (default)", "task": r.get("task"), metric: r.get(metric),
+                         "teacher_score": r.get("teacher/test/score"), "steps": r["steps"], "batch": r["batch"],
+                         "run": r["run_dir"]})
+    for _, r in df.iterrows():
+        label = {"reference": "hedgehog (default)", "teacher": "softmax (teacher)"}.get(_ablation_label(r), _ablation_label(r))
+        rows.append({"setting": label, "task": r.get("task"), metric: r.get(metric),
+                     "teacher_score": r.get("teacher/test/score"), "steps": r["steps"], "batch": r["batch"],
+                     "run": r["run_dir"]})
+    t = pd.DataFrame(rows)
+    if t.empty:
+        return t
+    t = t.drop_duplicates("run")
+    first = {"hedgehog (default)": 0, "softmax (teacher)": 2}
+    t = t.assign(_o=t["setting"].map(lambda x: first.get(x, 1))).sort_values(["_o", "setting"]).drop(columns="_o")
+    if t["task"].isna().all():
+        t = t.drop(columns=["task", "teacher_score"])
+    return t
+
+
+def table_smollm2(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    wt = latest(runs[runs["family"] == "wikitext_smollm2"], ["name"])
+    rows = []
+    for _, r in wt.iterrows():
+        arm, _, phase = str(r["name"]).partition("_")
+        rows.append({"arm": arm, "phase": phase, "test_ppl": r.get("test/ppl"), "steps": r["steps"],
+                     "resumed_from_distilled": bool(r.get("resumed")), "batch": r["batch"]})
+    wiki = pd.DataFrame(rows)
+    if not wiki.empty:
+        wiki = wiki.pivot_table(index="arm", columns="phase", values="test_ppl", aggfunc="first")
+        wiki = wiki.reindex(columns=[c for c in ("zeroshot", "distilled", "lora") if c in wiki.columns])
+        wiki = wiki.loc[_order(wiki.index)].reset_index()
+    ss = latest(runs[runs["family"] == "samsum_smollm2"], ["name"])
+    rows = []
+    for _, r in ss.iterrows():
+        rows.append({"arm": r["name"], "attention": r["attention"], "rouge1": r.get("test/rouge1"),
+                     "rouge2": r.get("test/rouge2"), "rougeL": r.get("test/rougeL"), "rougeLsum": r.get("test/rougeLsum"),
+                     "steps": r["steps"], "batch": r["batch"]})
+    samsum = pd.DataFrame(rows)
+    if not samsum.empty:
+        base = samsum.loc[samsum["arm"] == "zeroshot", "rouge1"]
+        if len(base):
+            samsum["rouge1_vs_base"] = samsum["rouge1"] - float(base.iloc[0])
+    return wiki, samsum
+
+
+def table_efficiency(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict | None]:
+    paths = sorted(results_dir.rglob("efficiency.json"))
+    if not paths:
+        return pd.DataFrame(), pd.DataFrame(), None
+    eff = json.loads(paths[-1].read_text())
+    train = pd.DataFrame([{"arm": a, **r} for a, rows in eff["train"].items() for r in rows])
+    gen = pd.DataFrame([{"arm": a, **r} for a, rows in eff["generate"].items() for r in rows])
+    return train, gen, eff
+
+
+def table_analysis(results_dir: Path) -> dict[str, pd.DataFrame]:
+    out = {}
+    for path in sorted(results_dir.rglob("analysis_*.json")):
+        res = json.loads(path.read_text())
+        if res.get("experiment") != "analysis_attention":
+            continue
+        rows = [{"map": "softmax (teacher)", "entropy": res["teacher"]["entropy"], "monotonicity": 1.0, "kl": 0.0}]
+        rows += [{"map": arm, "entropy": m["entropy"], "monotonicity": m["monotonicity"], "kl": m["kl"]}
+                 for arm, m in res["arms"].items() if arm != "softmax"]
+        key = path.stem.replace("analysis_", "")
+        # the same model analysed in several places (CPU commit, GPU batch): keep the one with more distillation
+        steps = max([c.get("steps", 0) for c in res.get("distillation", {}).values()] or [0])
+        if key in out and out[key][1] >= steps:
+            continue
+        out[key] = (pd.DataFrame(rows), steps, res)
+    return {k: v[0] for k, v in out.items()}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 3. figures
+# ---------------------------------------------------------------------------------------------------------------
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _bars(values: pd.Series, labels, ylabel: str, title: str, path: Path, highlight="hedgehog", fmt="{:.2f}", log=False):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(1.2 + 0.8 * len(values), 3.4))
+    colors = ["#c44e52" if str(l).startswith(highlight) else "#222222" if str(l).startswith("softmax") else "#8c8c8c"
+              for l in labels]
+    bars = ax.bar(range(len(values)), values, color=colors)
+    for b, v in zip(bars, values):
+        if v == v:
+            ax.annotate(fmt.format(v), (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(values)), labels, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    if log:
+        ax.set_yscale("log")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def figures(tables: dict, fig_dir: Path) -> list[Path]:
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    plt = _plt()
+    made = []
+    for key, title in (("mqar", "MQAR recall accuracy (test)"), ("cpu_mqar", "MQAR, CPU-sized setting (test)")):
+        t = tables.get(key)
+        if t is not None and not t.empty:
+            made.append(_bars(t["test_acc"], list(t["attention"]), "accuracy", title, fig_dir / f"{key}_accuracy.png"))
+    t = tables.get("wikitext")
+    if t is not None and not t.empty:
+        made.append(_bars(t["test_ppl"], list(t["attention"]), "test perplexity (lower is better)",
+                          "GPT from scratch on WikiText-2 (trained on valid split)", fig_dir / "wikitext_ppl.png", fmt="{:.0f}",
+                          log=True))
+    long = tables.get("glue_long")
+    if long is not None and not long.empty:
+        tasks = [t for t in GLUE_TASKS if t in set(long["task"])]
+        atts = _order(long["attention"])
+        atts = ["softmax"] + [a for a in atts if a != "softmax"] if "softmax" in atts else atts
+        for value, ylabel, name in (("score", "GLUE score (x100)", "glue_scores.png"),
+                                    ("recovered_pct", "% of softmax teacher", "glue_recovered.png")):
+            fig, ax = plt.subplots(figsize=(10, 3.6))
+            width = 0.8 / max(1, len(atts))
+            for i, a in enumerate(atts):
+                vals = [long[(long["task"] == t) & (long["attention"] == a)][value].mean() for t in tasks]
+                ax.bar([j + i * width for j in range(len(tasks))], vals, width, label=a,
+                       color="#c44e52" if a == "hedgehog" else "#222222" if a == "softmax" else None)
+            ax.set_xticks([j + width * (len(atts) - 1) / 2 for j in range(len(tasks))], tasks)
+            ax.set_ylabel(ylabel)
+            if value == "recovered_pct":
+                ax.axhline(100, color="k", lw=0.8, ls="--")
+            ax.legend(fontsize=7, ncol=len(atts))
+            ax.set_title(f"MiniLM finetuned-conversion on GLUE: {ylabel}", fontsize=9)
+            fig.tight_layout()
+            fig.savefig(fig_dir / name, dpi=130)
+            plt.close(fig)
+            made.append(fig_dir / name)
+    wiki = tables.get("smollm2_wikitext")
+    if wiki is not None and not wiki.empty:
+        fig, ax = plt.subplots(figsize=(6, 3.4))
+        phases = [c for c in ("zeroshot", "distilled", "lora") if c in wiki.columns]
+        width = 0.8 / max(1, len(phases))
+        for i, p in enumerate(phases):
+            ax.bar([j + i * width for j in range(len(wiki))], wiki[p], width, label=p)
+        ax.set_xticks([j + width * (len(phases) - 1) / 2 for j in range(len(wiki))], wiki["arm"])
+        ax.set_yscale("log")
+        ax.set_ylabel("WikiText-2 test perplexity")
+        ax.legend(fontsize=8)
+        ax.set_title("SmolLM2-135M converted: after distillation and after LoRA", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(fig_dir / "smollm2_wikitext_ppl.png", dpi=130)
+        plt.close(fig)
+        made.append(fig_dir / "smollm2_wikitext_ppl.png")
+    ss = tables.get("samsum")
+    if ss is not None and not ss.empty:
+        fig, ax = plt.subplots(figsize=(7, 3.4))
+        metrics = [m for m in ("rouge1", "rouge2", "rougeL") if m in ss.columns]
+        width = 0.8 / max(1, len(metrics))
+        for i, m in enumerate(metrics):
+            ax.bar([j + i * width for j in range(len(ss))], ss[m], width, label=m)
+        ax.set_xticks([j + width * (len(metrics) - 1) / 2 for j in range(len(ss))], ss["arm"], rotation=20)
+        ax.set_ylabel("ROUGE F1 (x100)")
+        ax.legend(fontsize=8)
+        ax.set_title("SmolLM2-135M on SAMSum (subset of train split as test)", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(fig_dir / "samsum_rouge.png", dpi=130)
+        plt.close(fig)
+        made.append(fig_dir / "samsum_rouge.png")
+    for key, metric, ylabel in (("ablations_mqar", "test_acc", "MQAR test accuracy"),
+                                ("ablations_glue", "score", "GLUE test score")):
+        t = tables.get(key)
+        if t is not None and not t.empty and metric in t.columns:
+            tasks_col = t["task"] if "task" in t.columns else pd.Series([None] * len(t))
+            labels = [s if r is None or pd.isna(r) else f"{s} ({r})" for s, r in zip(t["setting"], tasks_col)]
+            made.append(_bars(t[metric], labels, ylabel, f"Hedgehog ablations: {ylabel}", fig_dir / f"{key}.png",
+                              highlight="hedgehog (default)"))
+    return made
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def collect(sources: list[Path], results_dir: Path = RESULTS, fig_dir: Path = FIGURES) -> dict:
+    runs_dir = results_dir / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    for src in sources:
+        batch = unpack(src, runs_dir, fig_dir)
+        print(f"collect: unpacked {src} -> {runs_dir / batch}")
+    runs = load_runs(runs_dir)
+    jobs = load_jobs(runs_dir)
+    tables: dict[str, pd.DataFrame] = {}
+    if not runs.empty:
+        write_table(runs, "runs", results_dir)
+        tables["mqar"] = table_mqar(runs, "mqar")
+        tables["cpu_mqar"] = table_mqar(runs, "cpu_mqar")
+        tables["wikitext"] = table_wikitext(runs)
+        tables["glue_long"], tables["glue"] = table_glue(runs)
+        ref_mqar = latest(runs[(runs["family"] == "mqar") & (runs["attention"] == "hedgehog")], ["name"])
+        if not ref_mqar.empty:
+            ref_mqar = ref_mqar.rename(columns={"test/acc": "test_acc"})
+        m = table_ablations(runs.rename(columns={"test/acc": "test_acc"}), "ablation_mqar", ref_mqar, "test_acc")
+        tables["ablations_mqar"] = m
+        tables["ablations_glue"] = table_ablations(runs.rename(columns={"test/score": "score"}), "ablation_glue", None, "score")
+        tables["smollm2_wikitext"], tables["samsum"] = table_smollm2(runs)
+    if not jobs.empty:
+        write_table(jobs, "jobs", results_dir)
+    train, gen, eff = table_efficiency(results_dir)
+    if eff is not None:
+        tables["efficiency_train"], tables["efficiency_generate"] = train, gen
+    for key, t in table_analysis(results_dir).items():
+        tables[f"analysis_{key}"] = t
+    for key, t in tables.items():
+        if t is not None and not t.empty:
+            write_table(t, key, results_dir)
+    made = figures(tables, fig_dir)
+    print(f"collect: {len(runs)} runs, {len(jobs)} jobs; tables: {', '.join(k for k, t in tables.items() if t is not None and not t.empty)}")
+    print(f"collect: figures: {', '.join(p.name for p in made)}")
+    for key in ("mqar", "wikitext", "glue", "smollm2_wikitext", "samsum", "ablations_mqar", "ablations_glue"):
+        t = tables.get(key)
+        if t is not None and not t.empty:
+            print(f"\n## {key}\n{(results_dir / f'{key}.md').read_text()}")
+    if not jobs.empty:
+        bad = jobs[jobs["status"] != "ok"]
+        if len(bad):
+            print("\n## jobs that did not end ok\n" + bad[["batch", "job", "status", "seconds"]].to_string(index=False))
+    return tables
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("sources", nargs="*", type=Path, help="batch tarballs (or folders) to add")
+    ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument("--figures", type=Path, default=FIGURES)
+    args = ap.parse_args(argv)
+    for s in args.sources:
+        if not s.exists():
+            raise SystemExit(f"collect: {s} does not exist")
+    collect(args.sources, args.results, args.figures)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""Attention maths of hedgehog: feature maps (Hedgehog and its rivals), linear and softmax attention in every
+form (quadratic weights, chunked causal / global, recurrent step), distillation loss and analysis metrics.
+
+Pure PyTorch; the reference that ``hedgehog.kernels`` is tested against. Choose an attention type by name::
+
+    fq = build_feature_map("hedgehog", num_heads=H, head_dim=D)   # None for "softmax"
+    fk = build_feature_map("hedgehog", num_heads=H, head_dim=D)
+    y = attend(q, k, v, feature_map_q=fq, feature_map_k=fk, causal=True)
+"""
+
+from hedgehog.attention.registry import (
+    ATTENTION_NAMES,
+    FEATURE_MAP_NAMES,
+    build_feature_map,
+    register_feature_map,
+)
+from hedgehog.attention.feature_maps import FeatureMap
+from hedgehog.attention.linear import RecurrentState, attention_weights, linear_attention, recurrent_step
+from hedgehog.attention.softmax import softmax_attention, softmax_weights
+from hedgehog.attention.dispatch import attend
+from hedgehog.attention.distillation import distillation_loss
+from hedgehog.attention.metrics import attention_entropy, fidelity_kl, monotonicity
+
+__all__ = [
+    "ATTENTION_NAMES",
+    "FEATURE_MAP_NAMES",
+    "FeatureMap",
+    "register_feature_map",
+    "build_feature_map",
+    "attend",
+    "linear_attention",
+    "attention_weights",
+    "softmax_weights",
+    "softmax_attention",
+    "RecurrentState",
+    "recurrent_step",
+    "distillation_loss",
+    "attention_entropy",
+    "monotonicity",
+    "fidelity_kl",
+]

@@ -1,0 +1,59 @@
+"""``attend``: the single entry point that attention layers call, whatever the attention type."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from hedgehog.attention.backend import kernels_for
+from hedgehog.attention.checks import check_qkv, describe
+from hedgehog.attention.feature_maps.base import FeatureMap
+from hedgehog.attention.linear import linear_attention
+from hedgehog.attention.softmax import softmax_attention
+
+
+def attend(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    feature_map_q: FeatureMap | None,
+    feature_map_k: FeatureMap | None,
+    causal: bool,
+    key_padding_mask: Tensor | None = None,
+    scale: float | None = None,
+    positions: Tensor | None = None,
+) -> Tensor:
+    """Attention of q ``[B, Hq, N, D]`` over k ``[B, Hk, N, D]``, v ``[B, Hk, N, Dv]`` (``Hq % Hk == 0``).
+
+    Both maps None: exact softmax attention via SDPA (``scale`` default ``1/sqrt(D)``). Otherwise
+    ``linear_attention(feature_map_q(q, is_query=True), feature_map_k(k), v)``; ``scale`` is then unused (each
+    map carries its own scaling) and ``positions`` ([N] or [B, N]) reach the maps. On CUDA the Triton kernels
+    (``hedgehog.kernels``) are tried first, see ``hedgehog.attention.backend``.
+    ``key_padding_mask [B, N]`` bool, True on real tokens. Returns ``[B, Hq, N, Dv]`` in v's dtype.
+    """
+    fn = "attend"
+    check_qkv(fn, q, k, v, "q", "k", "v", feat="D")
+    if (feature_map_q is None) != (feature_map_k is None):
+        raise ValueError(
+            f"{fn}: feature_map_q and feature_map_k must both be FeatureMaps (linear attention) or both None "
+            f"(softmax), got {describe(feature_map_q)} and {describe(feature_map_k)}"
+        )
+    if feature_map_q is None:
+        return softmax_attention(q, k, v, causal, key_padding_mask=key_padding_mask, scale=scale)
+    for name, fm in (("feature_map_q", feature_map_q), ("feature_map_k", feature_map_k)):
+        if not isinstance(fm, FeatureMap):
+            raise TypeError(f"{fn}: {name} must be a FeatureMap from build_feature_map or None, got {describe(fm)}")
+
+    kernels = kernels_for(q, k, v)
+    fused = getattr(kernels, "try_fused_attend", None) if kernels is not None else None
+    if fused is not None:
+        out = fused(
+            q, k, v, feature_map_q=feature_map_q, feature_map_k=feature_map_k, causal=causal,
+            key_padding_mask=key_padding_mask, scale=scale, positions=positions,
+        )
+        if out is not None:
+            return out
+
+    qf = feature_map_q(q, is_query=True, positions=positions)
+    kf = feature_map_k(k, positions=positions)
+    return linear_attention(qf, kf, v, causal, key_padding_mask=key_padding_mask)

@@ -1,0 +1,119 @@
+"""``LinearAttentionCache``: constant-size decoding state for converted causal LMs.
+
+A transformers ``Cache`` whose layers keep, instead of every past key and value, the causal linear-attention
+state ``S [B, Hk, F, Dv]``, ``z [B, Hk, F]`` (``RecurrentState``) and a token count. The model's attention code
+still calls ``cache.update(k, v, layer_idx)``: the layer counts the new tokens (so ``get_seq_length`` and hence
+positions / RoPE are right) and hands the same k, v back; the converted layer then folds them into the state
+(prefill: ``linear_attention(..., return_state=True)``, decode: ``recurrent_step``). Memory does not grow with
+the sequence.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from transformers.cache_utils import Cache, CacheLayerMixin
+
+from hedgehog.attention import RecurrentState
+
+
+class RecurrentStateLayer(CacheLayerMixin):
+    """One layer's ``RecurrentState`` (None before the first token) and the number of tokens it has seen."""
+
+    is_compileable = False
+    is_croppable = False
+    is_sliding = False
+    supports_early_init = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__()
+        self.state: RecurrentState | None = None
+        self.seen = 0
+
+    def __repr__(self) -> str:
+        shape = None if self.state is None else list(self.state.S.shape)
+        return f"{type(self).__name__}(seen={self.seen}, S={shape})"
+
+    def lazy_initialization(self, key_states: Tensor, value_states: Tensor) -> None:
+        self.dtype, self.device = key_states.dtype, key_states.device
+        self.is_initialized = True
+
+    def update(self, key_states: Tensor, value_states: Tensor, *args, **kwargs) -> tuple[Tensor, Tensor]:
+        """Count the new tokens and return k, v unchanged (the converted layer updates ``state``)."""
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        self.seen += key_states.shape[-2]
+        return key_states, value_states
+
+    def get_seq_length(self) -> int:
+        return self.seen
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.seen + query_length, 0
+
+    def get_max_length(self) -> int:
+        return -1
+
+    def get_max_cache_shape(self) -> int:
+        return -1
+
+    def _map_state(self, fn) -> None:
+        if self.state is not None:
+            self.state = RecurrentState(fn(self.state.S), fn(self.state.z))
+
+    def offload(self) -> None:
+        self._map_state(lambda t: t.to("cpu", non_blocking=True))
+
+    def prefetch(self) -> None:
+        if self.is_initialized:
+            self._map_state(lambda t: t.to(self.device, non_blocking=True))
+
+    def reset(self) -> None:
+        self.state, self.seen = None, 0
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        self._map_state(lambda t: t.index_select(0, beam_idx.to(t.device)))
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        self._map_state(lambda t: t.repeat_interleave(repeats, dim=0))
+
+    def batch_select_indices(self, indices: Tensor) -> None:
+        self._map_state(lambda t: t[indices, ...])
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if tokens_to_remove:
+            raise NotImplementedError(
+                "a recurrent linear-attention state cannot drop tokens (no assisted generation / rollback)"
+            )
+
+    @property
+    def batch_size(self) -> int:
+        return -1 if self.state is None else self.state.S.shape[0]
+
+    def state_nbytes(self) -> int:
+        """Bytes held by this layer's state (0 before the first token)."""
+        if self.state is None:
+            return 0
+        return self.state.S.numel() * self.state.S.element_size() + self.state.z.numel() * self.state.z.element_size()
+
+
+class LinearAttentionCache(Cache):
+    """Cache of ``num_layers`` ``RecurrentStateLayer``s for a converted causal LM.
+
+    Build with ``LinearAttentionCache(model.config)`` (or ``LinearAttentionCache(num_layers=L)``) and pass it as
+    ``past_key_values``; ``generate`` on a converted model creates one by itself.
+    """
+
+    def __init__(self, config=None, *, num_layers: int | None = None) -> None:
+        if num_layers is None:
+            if config is None:
+                raise ValueError("LinearAttentionCache needs the model config or num_layers")
+            text_config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+            num_layers = getattr(text_config, "num_hidden_layers", None)
+            if num_layers is None:
+                raise ValueError(f"LinearAttentionCache: {type(config).__name__} has no num_hidden_layers; pass num_layers")
+        super().__init__(layers=[RecurrentStateLayer() for _ in range(num_layers)])
+
+    def state_nbytes(self) -> int:
+        """Bytes held by all recurrent states: constant in the number of tokens seen."""
+        return sum(layer.state_nbytes() for layer in self.layers)

@@ -1,0 +1,162 @@
+"""Forward kernels of chunked causal / bidirectional linear attention (Katharopoulos et al., 2020, eq. 4-6).
+
+``y_i = (phi(q_i) S_i) / (phi(q_i) . z_i)`` with ``S_i = sum_j phi(k_j) v_j^T`` and ``z_i = sum_j phi(k_j)``
+over ``j <= i`` (causal) or all ``j``. The sequence is cut into segments of ``SEG`` tokens, each a run of
+chunks of ``BLOCK_N`` tokens, so that long sequences still spread over all multiprocessors:
+
+1. ``segment_states_kernel`` -- per (batch, kv head, segment): ``sum phi(k) v^T`` and ``sum phi(k)``.
+2. ``segment_scan_kernel`` (scan.py) -- exclusive prefix sums over segments (causal) or the total.
+3. ``chunk_output_kernel`` -- per (batch, query head, segment): starts from the prefix state and walks the
+   segment's chunks: inter-chunk part ``phi(q) S`` plus the intra-chunk quadratic part (causal mask) on the
+   tensor cores, then adds the chunk to the state.
+
+``FEATURE == 1``: the inputs are raw q, k (``[.., D]``) and the Hedgehog map ``exp(+-(x W + b))`` is computed
+in the kernel (the features never reach memory); ``FEATURE == 0``: the inputs are ready-made features.
+States are flat float32 rows of ``E = BLOCK_F * BLOCK_DV + BLOCK_F``: ``S`` row-major, then ``z``.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from hedgehog.kernels.tiles import cast, feature_tile, load_map, load_rows, mm, safe_denominator
+
+
+@triton.jit
+def key_tile(
+    K, stride_kn, stride_kd, V, stride_vn, stride_vd, mask_base, start, N, XD, F, DV, wk, wkl, bk,
+    FEATURE: tl.constexpr, SPLIT_W: tl.constexpr, HAS_MASK: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_X: tl.constexpr, BLOCK_DV: tl.constexpr,
+    XDOT: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr, EMULATE: tl.constexpr,
+):
+    """Raw keys, key features ``[BLOCK_N, BLOCK_F]`` (0 on padded / out-of-range keys) and values
+    ``[BLOCK_N, BLOCK_DV]`` (``DOT``) of the chunk starting at ``start``, and which keys are real."""
+    rows = start + tl.arange(0, BLOCK_N)
+    keep = rows < N
+    if HAS_MASK:
+        keep = keep & (tl.load(mask_base + rows, mask=rows < N, other=0) != 0)
+    xk, phk = feature_tile(K, stride_kn, stride_kd, rows, rows < N, XD, F, wk, wkl, bk,
+                           FEATURE, False, SPLIT_W, BLOCK_X, XDOT, DOT, PREC, EMULATE)
+    phk = tl.where(keep[:, None], phk, 0.0)
+    rv = tl.arange(0, BLOCK_DV)
+    v = load_rows(V, stride_vn, stride_vd, rows, keep, rv, rv < DV)
+    return xk, phk, cast(v, DOT, EMULATE), keep
+
+
+@triton.jit
+def segment_states_kernel(
+    K, stride_kb, stride_kh, stride_kn, stride_kd,
+    V, stride_vb, stride_vh, stride_vn, stride_vd,
+    MASK, stride_mb,
+    WK, WKL, BK,
+    DELTA,  # [B * Hk, nseg, E] float32 out
+    Hk, N, XD, F, DV, SEG, nseg,
+    FEATURE: tl.constexpr, SPLIT_W: tl.constexpr, HAS_MASK: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_X: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_H: tl.constexpr,
+    BLOCK_DV: tl.constexpr, XDOT: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr, EMULATE: tl.constexpr,
+):
+    """``DELTA[b, h, s] = (sum_j phi(k_j) v_j^T, sum_j phi(k_j))`` over the tokens of segment ``s``."""
+    pid_s = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // Hk
+    h = pid_bh % Hk
+    rf = tl.arange(0, BLOCK_F)
+    rv = tl.arange(0, BLOCK_DV)
+    k_base = K + b.to(tl.int64) * stride_kb + h.to(tl.int64) * stride_kh
+    v_base = V + b.to(tl.int64) * stride_vb + h.to(tl.int64) * stride_vh
+    mask_base = MASK + b.to(tl.int64) * stride_mb
+    if FEATURE == 1:
+        wk, wkl, bk = load_map(WK, WKL, BK, h, BLOCK_X, BLOCK_H, SPLIT_W, XDOT)
+    else:
+        wk, wkl, bk = WK, WKL, BK
+
+    S = tl.zeros([BLOCK_F, BLOCK_DV], dtype=tl.float32)
+    z = tl.zeros([BLOCK_F], dtype=tl.float32)
+    seg_start = pid_s * SEG
+    seg_end = tl.minimum(seg_start + SEG, N)
+    for start in range(seg_start, seg_end, BLOCK_N):
+        xk, phk, v, keep = key_tile(
+            k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd, mask_base, start, N, XD, F, DV, wk, wkl, bk,
+            FEATURE, SPLIT_W, HAS_MASK, BLOCK_N, BLOCK_X, BLOCK_DV, XDOT, DOT, PREC, EMULATE,
+        )
+        S += mm(tl.trans(phk), v, DOT, PREC, EMULATE)
+        z += tl.sum(phk.to(tl.float32), axis=0)
+    out = DELTA + (pid_bh.to(tl.int64) * nseg + pid_s) * (BLOCK_F * BLOCK_DV + BLOCK_F)
+    tl.store(out + rf[:, None] * BLOCK_DV + rv[None, :], S)
+    tl.store(out + BLOCK_F * BLOCK_DV + rf, z)
+
+
+@triton.jit
+def chunk_output_kernel(
+    Q, stride_qb, stride_qh, stride_qn, stride_qd,
+    K, stride_kb, stride_kh, stride_kn, stride_kd,
+    V, stride_vb, stride_vh, stride_vn, stride_vd,
+    MASK, stride_mb,
+    WQ, WQL, BQ, WK, WKL, BK,
+    STATE, stride_st_bh, stride_st_s,  # [B * Hk, nseg or 1, E]: state before each segment (or the total)
+    O, stride_ob, stride_oh, stride_on, stride_od,
+    DEN,  # [B * Hq, N] float32 out: the normaliser (before the guard), kept for the backward
+    Hq, G, N, XD, F, DV, SEG,
+    CAUSAL: tl.constexpr, FEATURE: tl.constexpr, SHIFT_Q: tl.constexpr, SPLIT_W: tl.constexpr,
+    HAS_STATE: tl.constexpr, HAS_MASK: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_X: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_H: tl.constexpr,
+    BLOCK_DV: tl.constexpr, XDOT: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr, EMULATE: tl.constexpr,
+    TINY: tl.constexpr,
+):
+    """Output of one query head over one segment (query head ``h`` reads kv head ``h // G``)."""
+    pid_s = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // Hq
+    h = pid_bh % Hq
+    hk = h // G
+    rn = tl.arange(0, BLOCK_N)
+    rf = tl.arange(0, BLOCK_F)
+    rv = tl.arange(0, BLOCK_DV)
+    q_base = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
+    k_base = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh
+    v_base = V + b.to(tl.int64) * stride_vb + hk.to(tl.int64) * stride_vh
+    o_base = O + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
+    mask_base = MASK + b.to(tl.int64) * stride_mb
+    den_base = DEN + pid_bh.to(tl.int64) * N
+    if FEATURE == 1:
+        wq, wql, bq = load_map(WQ, WQL, BQ, h, BLOCK_X, BLOCK_H, SPLIT_W, XDOT)
+        wk, wkl, bk = load_map(WK, WKL, BK, hk, BLOCK_X, BLOCK_H, SPLIT_W, XDOT)
+    else:
+        wq, wql, bq = WQ, WQL, BQ
+        wk, wkl, bk = WK, WKL, BK
+
+    if HAS_STATE:
+        st = STATE + (b * (Hq // G) + hk).to(tl.int64) * stride_st_bh + pid_s * stride_st_s
+        S = tl.load(st + rf[:, None] * BLOCK_DV + rv[None, :])
+        z = tl.load(st + BLOCK_F * BLOCK_DV + rf)
+    else:
+        S = tl.zeros([BLOCK_F, BLOCK_DV], dtype=tl.float32)
+        z = tl.zeros([BLOCK_F], dtype=tl.float32)
+
+    seg_start = pid_s * SEG
+    seg_end = tl.minimum(seg_start + SEG, N)
+    for start in range(seg_start, seg_end, BLOCK_N):
+        rows = start + rn
+        row_ok = rows < N
+        xq, phq = feature_tile(q_base, stride_qn, stride_qd, rows, row_ok, XD, F, wq, wql, bq,
+                               FEATURE, SHIFT_Q, SPLIT_W, BLOCK_X, XDOT, DOT, PREC, EMULATE)
+        num = mm(phq, S, DOT, PREC, EMULATE)
+        den = tl.sum(phq.to(tl.float32) * z[None, :], axis=1)
+        if CAUSAL:
+            xk, phk, v, keep = key_tile(
+                k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd, mask_base, start, N, XD, F, DV,
+                wk, wkl, bk, FEATURE, SPLIT_W, HAS_MASK, BLOCK_N, BLOCK_X, BLOCK_DV, XDOT, DOT, PREC, EMULATE,
+            )
+            scores = mm(phq, tl.trans(phk), DOT, PREC, EMULATE)
+            scores = tl.where(rows[:, None] >= rows[None, :], scores, 0.0)
+            num += mm(scores, v, DOT, PREC, EMULATE)
+            den += tl.sum(scores, axis=1)
+            S += mm(tl.trans(phk), v, DOT, PREC, EMULATE)
+            z += tl.sum(phk.to(tl.float32), axis=0)
+        out = num / safe_denominator(den, TINY)[:, None]
+        tl.store(
+            o_base + rows[:, None].to(tl.int64) * stride_on + rv[None, :] * stride_od,
+            cast(out, O.dtype.element_ty, EMULATE), mask=row_ok[:, None] & (rv < DV)[None, :],
+        )
+        tl.store(den_base + rows, den, mask=row_ok)

@@ -1,0 +1,136 @@
+"""Tile-level building blocks shared by the chunked linear-attention kernels.
+
+``mm`` is a matrix product of two register tiles with operands rounded to a chosen dtype and float32
+accumulation (tensor cores on the GPU). ``exp_features`` is the Hedgehog feature map on a tile of tokens
+(eq. 4 of Zhang et al., 2024): ``u = x W_h + b_h``, features ``exp(u - m)`` and ``exp(-u - m)``;
+``exp_feature_grad`` takes a feature gradient back to ``du``. ``load_map`` / ``load_rows`` / ``key_tile`` /
+``query_tile`` are the loads every kernel repeats.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _round(x, DOT: tl.constexpr):
+    """``x`` rounded to ``DOT`` (to nearest even, as the GPU converts), returned as float32."""
+    if DOT == tl.bfloat16:
+        bits = x.to(tl.float32).to(tl.uint32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        return bits.to(tl.float32, bitcast=True)
+    else:
+        return x.to(DOT).to(tl.float32)
+
+
+@triton.jit
+def cast(x, DTYPE: tl.constexpr, EMULATE: tl.constexpr):
+    """``x.to(DTYPE)``, rounding to nearest even also in the CPU interpreter (which truncates to bfloat16)."""
+    if EMULATE:
+        return _round(x, DTYPE).to(DTYPE)
+    else:
+        return x.to(DTYPE)
+
+
+@triton.jit
+def mm(a, b, DOT: tl.constexpr, PREC: tl.constexpr, EMULATE: tl.constexpr):
+    """``a @ b`` with both operands rounded to ``DOT`` and float32 accumulation.
+
+    ``EMULATE`` (CPU interpreter only): round to ``DOT`` then multiply in float32, because the interpreter
+    cannot multiply bfloat16 tiles (and truncates when converting to bfloat16); the rounding of the operands
+    is then the same as on the tensor cores.
+    """
+    if EMULATE:
+        return tl.dot(_round(a, DOT), _round(b, DOT))
+    else:
+        return tl.dot(a.to(DOT), b.to(DOT), input_precision=PREC)
+
+
+@triton.jit
+def safe_denominator(den, TINY: tl.constexpr):
+    """``den`` where positive else 1, clamped to the smallest normal float32 (``safe_denominator`` of the
+    PyTorch reference): a query that attends to nothing gets output 0, never NaN."""
+    return tl.maximum(tl.where(den > 0, den, 1.0), TINY).to(tl.float32)
+
+
+@triton.jit
+def load_map(W, WL, BIAS, h, BLOCK_X: tl.constexpr, BLOCK_H: tl.constexpr, SPLIT_W: tl.constexpr, XDOT: tl.constexpr):
+    """Head ``h``'s projection ``[BLOCK_X, BLOCK_H]`` (and its rounding residue when ``SPLIT_W``) and bias."""
+    rx = tl.arange(0, BLOCK_X)
+    rh = tl.arange(0, BLOCK_H)
+    off = h * BLOCK_X * BLOCK_H + rx[:, None] * BLOCK_H + rh[None, :]
+    w = tl.load(W + off)
+    if SPLIT_W:
+        wl = tl.load(WL + off)
+    else:
+        wl = tl.zeros([BLOCK_X, BLOCK_H], dtype=XDOT)
+    return w, wl, tl.load(BIAS + h * BLOCK_H + rh)
+
+
+@triton.jit
+def load_rows(base, stride_n, stride_c, rows, row_ok, cols, col_ok):
+    """A ``[rows, cols]`` tile of a ``[N, C]`` slab (0 outside)."""
+    return tl.load(
+        base + rows[:, None].to(tl.int64) * stride_n + cols[None, :] * stride_c,
+        mask=row_ok[:, None] & col_ok[None, :], other=0.0,
+    )
+
+
+@triton.jit
+def exp_features(
+    x, w_hi, w_lo, bias, HID,
+    SHIFT: tl.constexpr, SPLIT_W: tl.constexpr, XDOT: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr,
+    EMULATE: tl.constexpr,
+):
+    """Hedgehog features of a tile ``x [BLOCK_N, BLOCK_X]``: ``[BLOCK_N, 2 * BLOCK_H]`` in ``DOT``.
+
+    ``u = x (w_hi + w_lo) + bias`` ``[BLOCK_N, BLOCK_H]`` (``w_lo`` is the rounding residue of the float32
+    weight in ``XDOT``, so the projection keeps float32 accuracy on 16-bit tensor cores); the features
+    ``exp(u - m)`` and ``exp(-u - m)`` are interleaved (feature ``2f`` and ``2f + 1`` come from ``u_f``), an
+    order the kernels use consistently. ``SHIFT``: ``m`` = the row's max ``|u|`` over the ``HID`` valid
+    columns (the query-side stabiliser, cancelled by the normaliser), else 0. Invalid columns give 0.
+    """
+    u = mm(x, w_hi, XDOT, PREC, EMULATE)
+    if SPLIT_W:
+        u += mm(x, w_lo, XDOT, PREC, EMULATE)
+    u += bias[None, :]
+    h_ok = tl.arange(0, u.shape[1]) < HID
+    if SHIFT:
+        m = tl.max(tl.where(h_ok[None, :], tl.abs(u), 0.0), axis=1)
+        u_pos = u - m[:, None]
+        u_neg = -u - m[:, None]
+    else:
+        u_pos = u
+        u_neg = -u
+    pos = cast(tl.where(h_ok[None, :], tl.exp(u_pos), 0.0), DOT, EMULATE)
+    neg = cast(tl.where(h_ok[None, :], tl.exp(u_neg), 0.0), DOT, EMULATE)
+    both = tl.join(pos, neg)  # [BLOCK_N, BLOCK_H, 2]
+    return tl.reshape(both, (both.shape[0], 2 * both.shape[1]))
+
+
+@triton.jit
+def exp_feature_grad(dphi, phi):
+    """``du [BLOCK_N, BLOCK_H]`` from ``dphi``, ``phi`` ``[BLOCK_N, 2 * BLOCK_H]`` (interleaved as in
+    ``exp_features``): ``du = dphi_pos * phi_pos - dphi_neg * phi_neg`` (the shift ``m`` is a constant)."""
+    dt = dphi * phi.to(tl.float32)
+    dt = tl.reshape(dt, (dt.shape[0], dt.shape[1] // 2, 2))
+    pos, neg = tl.split(dt)
+    return pos - neg
+
+
+@triton.jit
+def feature_tile(
+    X, stride_n, stride_d, rows, row_ok, XD, F, w, wl, bias,
+    FEATURE: tl.constexpr, SHIFT: tl.constexpr, SPLIT_W: tl.constexpr, BLOCK_X: tl.constexpr,
+    XDOT: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr, EMULATE: tl.constexpr,
+):
+    """The raw tile ``x [BLOCK_N, BLOCK_X]`` of rows ``rows`` and its features ``[BLOCK_N, BLOCK_F]`` in ``DOT``:
+    computed by the Hedgehog map (``FEATURE == 1``, ``F = 2 * hidden``) or ready-made (``FEATURE == 0``)."""
+    rx = tl.arange(0, BLOCK_X)
+    x = load_rows(X, stride_n, stride_d, rows, row_ok, rx, rx < XD)
+    if FEATURE == 1:
+        phi = exp_features(x, w, wl, bias, F // 2, SHIFT, SPLIT_W, XDOT, DOT, PREC, EMULATE)
+    else:
+        phi = cast(x, DOT, EMULATE)
+    return x, phi

@@ -1,0 +1,1 @@
+"""Task metrics computed offline: GLUE, ROUGE, perplexity, recall accuracy."""

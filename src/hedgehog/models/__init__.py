@@ -1,0 +1,1 @@
+"""Models: a nanoGPT-sized decoder for training from scratch, and loading of pretrained checkpoints."""

@@ -1,0 +1,1 @@
+"""LightningModules, one per regime. Configs name them by full path (``hedgehog.regimes.<file>.<Class>``)."""

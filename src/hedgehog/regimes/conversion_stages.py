@@ -1,0 +1,392 @@
+"""Stage machinery shared by the two conversion regimes (finetuned- and pretrained-conversion).
+
+A conversion run is a list of stages (``hedgehog.regimes.stages``), each one ``trainer.fit``:
+
+- a *task* stage trains on the task loss, in the softmax form (``converted=False``) or the converted form;
+- a *distill* stage runs the converted model in distillation mode: every converted layer computes the teacher's
+  softmax weights from its own q, k, adds the paper's soft cross-entropy (Eq. 5, summed over layers) to a loss
+  it holds, and passes the *softmax* output on, so later layers see the teacher's activations. Only feature-map
+  parameters train.
+
+``start_stage(name)`` brings the model into the stage's form (converting it, or wrapping it in LoRA adapters, the
+first time a stage needs it; idempotent, so a resumed run can replay the stages it skips), switches distillation
+mode and sets which parameters train; ``configure_optimizers`` then builds AdamW over exactly those parameters
+with the stage's learning rate and a warmup + cosine schedule. A stage with 0 steps is skipped by ``run.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torchmetrics import MeanMetric, Metric
+
+from hedgehog.regimes.causal_lm import warmup_cosine
+from hedgehog.regimes.stages import Stage
+
+log = logging.getLogger(__name__)
+
+TRAINABLE = ("all", "feature_maps", "lora")
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """What one stage trains and how.
+
+    objective: "task" (the task loss) or "distill" (attention distillation).
+    converted: run in the converted (linear-attention) form.
+    trainable: "all" parameters, only "feature_maps", or "lora" adapters (+ feature maps if asked).
+    steps: optimizer steps (0 skips the stage). lr: peak learning rate.
+    """
+
+    name: str
+    objective: str
+    converted: bool
+    trainable: str
+    steps: int
+    lr: float
+
+    def __post_init__(self) -> None:
+        if self.objective not in ("task", "distill"):
+            raise ValueError(f"stage {self.name!r}: objective must be 'task' or 'distill', got {self.objective!r}")
+        if self.trainable not in TRAINABLE:
+            raise ValueError(f"stage {self.name!r}: trainable must be one of {TRAINABLE}, got {self.trainable!r}")
+        if not isinstance(self.steps, int) or self.steps < 0:
+            raise ValueError(f"stage {self.name!r}: steps must be an int >= 0, got {self.steps!r}")
+        if self.steps > 0 and not self.lr > 0:
+            raise ValueError(f"stage {self.name!r}: lr must be > 0, got {self.lr!r}")
+
+
+def attention_spec(attention: Mapping[str, Any] | str) -> tuple[str, dict[str, Any]]:
+    """``{"name": ..., "options": {...}}`` (the ``attention`` config group) or a bare name -> (name, options)."""
+    if isinstance(attention, str):
+        return attention, {}
+    if "name" not in attention:
+        raise ValueError(f"attention config needs a 'name' (and optional 'options'), got keys {sorted(attention)}")
+    return str(attention["name"]), dict(attention.get("options") or {})
+
+
+def has_trainable_feature_map(name: str, options: Mapping[str, Any]) -> bool:
+    """Whether attention ``name`` learns anything in distillation (Hedgehog, T2R: yes; ELU, Taylor: no)."""
+    from hedgehog.attention import build_feature_map
+
+    fmap = build_feature_map(name, 1, 8, **options)  # validates name and options early, too
+    return fmap is not None and any(p.requires_grad for p in fmap.parameters())
+
+
+def _lora_settings(lora: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if lora is None:
+        return None
+    allowed = {"r", "alpha", "dropout", "target_modules", "trainable_modules"}
+    unknown = set(lora) - allowed
+    if unknown:
+        raise ValueError(f"unknown lora options {sorted(unknown)}; valid: {sorted(allowed)}")
+    if not lora.get("target_modules"):
+        raise ValueError("lora.target_modules must name the modules to adapt, e.g. [q_proj, k_proj, v_proj, o_proj]")
+    return {
+        "target_modules": list(lora["target_modules"]),
+        "r": int(lora.get("r", 8)),
+        "alpha": float(lora.get("alpha", 16)),
+        "dropout": float(lora.get("dropout", 0.0)),
+        "trainable_modules": list(lora.get("trainable_modules") or []),
+    }
+
+
+def check_lora_targets(model: nn.Module, target_modules: list[str]) -> None:
+    """ValueError now (before any training) if a LoRA target matches none of the model's linear modules."""
+    from hedgehog.conversion import linear_module_names
+
+    names = linear_module_names(model)
+    for target in target_modules:
+        if re.fullmatch(r"[\w.]+", target):
+            hit = any(n == target or n.endswith("." + target) for n in names)
+        else:  # a regular expression on the full module name
+            hit = any(re.fullmatch(target, n) for n in names)
+        if not hit:
+            leaves = sorted({n.rsplit(".", 1)[-1] for n in names})
+            raise ValueError(
+                f"lora.target_modules: {target!r} matches no linear module of {type(model).__name__}; "
+                f"its linear modules are named {leaves}"
+            )
+
+
+def reset_metrics(*metrics: Metric) -> None:
+    """Reset torchmetrics states outside inference mode: run.py follows each stage's fit with
+    ``trainer.validate`` (inference mode), and states re-created there could not be updated in place by the next
+    stage's validation inside ``fit`` (plain no-grad mode)."""
+    with torch.inference_mode(False):
+        for metric in metrics:
+            metric.reset()
+
+
+class ConversionModule(L.LightningModule):
+    """Base LightningModule of the conversion regimes; subclasses define ``plans`` and the task loss/metrics.
+
+    model: a Hugging Face model (built by the caller). attention: the ``attention`` config ({name, options}).
+    weight_decay: AdamW decoupled decay on >= 2-D weights. warmup_ratio: warmup steps / stage steps.
+    min_lr_ratio: final / peak lr of the cosine decay.
+    lora: None or {r, alpha, dropout, target_modules, trainable_modules} (``hedgehog.conversion.apply_lora``;
+        trainable_modules are trained in full beside the adapters, e.g. [classifier] for a fresh head).
+    distill_mse_weight: weight of an extra MSE between teacher and student attention outputs in distillation.
+    finetune_feature_maps: with LoRA, keep training the feature maps in the task stage.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        attention: Mapping[str, Any] | str,
+        weight_decay: float = 0.0,
+        warmup_ratio: float = 0.1,
+        min_lr_ratio: float = 0.0,
+        lora: Mapping[str, Any] | None = None,
+        distill_mse_weight: float = 0.0,
+        finetune_feature_maps: bool = True,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.attention_name, self.attention_options = attention_spec(attention)
+        self.learns_feature_maps = has_trainable_feature_map(self.attention_name, self.attention_options)
+        if not 0 <= warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
+        if distill_mse_weight < 0:
+            raise ValueError(f"distill_mse_weight must be >= 0, got {distill_mse_weight}")
+        self.weight_decay = weight_decay
+        self.warmup_ratio = warmup_ratio
+        self.min_lr_ratio = min_lr_ratio
+        self.lora = _lora_settings(lora)
+        self.distill_mse_weight = distill_mse_weight
+        self.finetune_feature_maps = finetune_feature_maps
+        self.stage: str | None = None
+        self.converted = False
+        self.lora_applied = False
+        # Metrics measured during training but reported with the test metrics, e.g. {"teacher/test/score": 71.2};
+        # kept in checkpoints so a resumed run still reports them.
+        self.reported_metrics: dict[str, float] = {}
+        self._plans: list[StagePlan] = []
+        self.distill_val = nn.ModuleDict(
+            {k: MeanMetric() for k in ("loss", "teacher_entropy", "student_entropy", "kl")}
+        )
+
+    # --- the stage protocol -------------------------------------------------------------------------------
+    def set_plans(self, plans: list[StagePlan]) -> None:
+        """Subclasses call this once. Distillation is dropped (0 steps, with a warning) when there is nothing
+        to learn: softmax attention, or a feature map without parameters (ELU, Taylor, Performer, cosFormer)."""
+        checked = []
+        for plan in plans:
+            if plan.objective == "distill" and plan.steps > 0 and not self.learns_feature_maps:
+                log.warning(
+                    "attention %r has no trainable feature map: skipping the %r stage (%d steps)",
+                    self.attention_name, plan.name, plan.steps,
+                )
+                plan = replace(plan, steps=0)
+            if plan.trainable == "lora":
+                if self.lora is None:
+                    raise ValueError(f"stage {plan.name!r} trains LoRA adapters but lora is null; give lora settings")
+                if plan.steps > 0:
+                    check_lora_targets(self.model, self.lora["target_modules"])
+            checked.append(plan)
+        names = [p.name for p in checked]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage names must be unique, got {names}")
+        self._plans = checked
+
+    @property
+    def plans(self) -> list[StagePlan]:
+        return list(self._plans)
+
+    @property
+    def stages(self) -> list[Stage]:
+        return [Stage(p.name, max_steps=p.steps) for p in self._plans]
+
+    def plan(self, name: str | None = None) -> StagePlan:
+        name = self.stage if name is None else name
+        for p in self._plans:
+            if p.name == name:
+                return p
+        raise ValueError(f"unknown stage {name!r}; stages: {[p.name for p in self._plans]}")
+
+    def start_stage(self, name: str) -> None:
+        """Bring the model into stage ``name``'s form and set what trains (call before its ``trainer.fit``).
+
+        A stage with 0 steps still converts the model (so later stages and the test see the converted form)
+        but adds no LoRA adapters and changes no training state.
+        """
+        plan = self.plan(name)
+        if plan.converted:
+            self.ensure_converted()
+        self.stage = name
+        if plan.steps == 0:
+            self.set_distillation(False)
+            return
+        if plan.trainable == "lora":
+            self.ensure_lora()
+        self.set_distillation(plan.objective == "distill")
+        self.set_trainable(plan)
+        n = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        log.info("stage %s: %s, %s, %d trainable parameters", name, plan.objective,
+                 "converted" if self.converted else "softmax", n)
+
+    def ensure_converted(self) -> None:
+        if self.converted or self.attention_name == "softmax":
+            return  # softmax "conversion" is the identity: keep the original modules
+        from hedgehog.conversion import convert
+
+        self.model = convert(self.model, attention=self.attention_name, **self.attention_options)
+        self.converted = True
+
+    def ensure_lora(self) -> None:
+        if self.lora_applied:
+            return
+        from hedgehog.conversion import apply_lora
+
+        self.model = apply_lora(self.model, train_feature_maps=self.finetune_feature_maps, **self.lora)
+        self.lora_applied = True
+
+    def set_distillation(self, on: bool) -> None:
+        if not self.converted:
+            if on:
+                raise RuntimeError("distillation needs a converted model; call ensure_converted() first")
+            return
+        from hedgehog.conversion import set_distillation
+
+        set_distillation(self.model, on, mse_weight=self.distill_mse_weight)
+
+    def feature_map_parameters(self) -> list[nn.Parameter]:
+        if not self.converted:
+            return []
+        from hedgehog.conversion import feature_map_parameters
+
+        return list(feature_map_parameters(self.model))
+
+    def set_trainable(self, plan: StagePlan) -> None:
+        if plan.trainable == "all":
+            for p in self.model.parameters():
+                p.requires_grad_(True)
+            # fixed random projections (Performer) are buffers, so "all" cannot unfreeze them
+        elif plan.trainable == "feature_maps":
+            from hedgehog.conversion import freeze_except_feature_maps
+
+            freeze_except_feature_maps(self.model)
+        # lora: apply_lora froze the base weights and made the adapters (+ feature maps if asked) trainable
+
+    # --- training -----------------------------------------------------------------------------------------
+    def model_inputs(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        """The keys of ``batch`` the Hugging Face model takes (labels are scored here, not by the model)."""
+        return {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+
+    def distill_loss(self, batch: Mapping[str, Any]) -> Tensor:
+        """One distillation forward: the summed per-layer soft cross-entropy (+ MSE if weighted)."""
+        from hedgehog.conversion import pop_distillation_loss
+
+        self.model(**self.model_inputs(batch))
+        return pop_distillation_loss(self.model)
+
+    def distill_metrics(self, batch: Mapping[str, Any]) -> tuple[Tensor, dict[str, float]]:
+        """Distillation loss plus teacher/student attention entropy and KL(teacher || student), layer means."""
+        from hedgehog.conversion import distillation, teacher_student_metrics
+
+        with distillation(self.model, metrics=True):
+            loss = self.distill_loss(batch)
+            per_layer = teacher_student_metrics(self.model)
+        keys = ("teacher_entropy", "student_entropy", "kl")
+        return loss, {k: sum(row[k] for row in per_layer) / len(per_layer) for k in keys}
+
+    def task_loss(self, batch: Mapping[str, Any]) -> Tensor:
+        raise NotImplementedError
+
+    def in_distill_stage(self) -> bool:
+        return self.stage is not None and self.plan().objective == "distill"
+
+    def distill_validation_step(self, batch: Mapping[str, Any]) -> None:
+        loss, metrics = self.distill_metrics(batch)
+        n = len(batch["input_ids"])
+        self.distill_val["loss"].update(loss.detach(), n)
+        for k, v in metrics.items():
+            self.distill_val[k].update(v, n)
+
+    def distill_validation_metrics(self) -> dict[str, float]:
+        """Epoch means of the distillation loss and attention entropies / KL (empty if none were recorded)."""
+        if not self.distill_val["loss"].update_count:
+            return {}
+        out = {k: float(m.compute()) for k, m in self.distill_val.items()}
+        reset_metrics(*self.distill_val.values())
+        return out
+
+    def log_validation(self, metrics: Mapping[str, float]) -> None:
+        """Log ``val/<k>``. (run.py prefixes each stage's logged metrics with the stage name, ``distill/val/loss``,
+        and keeps every stage's final validation metrics in results.json under ``stages``.)"""
+        self.log_dict({f"val/{k}": torch.tensor(float(v)) for k, v in metrics.items()})
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+        n = len(batch["input_ids"])
+        # train/loss is the stage's objective: the distillation loss in ``distill`` (logged as distill/train/loss)
+        loss = self.distill_loss(batch) if self.plan().objective == "distill" else self.task_loss(batch)
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=n)
+        return loss
+
+    def configure_optimizers(self):
+        if self.stage is None:
+            raise RuntimeError("call start_stage(name) before fitting a conversion regime")
+        plan = self.plan()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError(f"stage {plan.name!r} has no trainable parameters (trainable={plan.trainable!r})")
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": [p for p in params if p.dim() >= 2], "weight_decay": self.weight_decay},
+                {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+            ],
+            lr=plan.lr,
+        )
+        total = self.trainer.estimated_stepping_batches
+        total = int(total) if total != float("inf") else max(plan.steps, 1)
+        warmup = int(self.warmup_ratio * total)
+        ratio = self.min_lr_ratio
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total, ratio))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # --- bookkeeping --------------------------------------------------------------------------------------
+    def _log_attention_name(self) -> None:
+        for logger in self.loggers:
+            logger.log_hyperparams({"attention": self.attention_name})
+
+    def on_fit_start(self) -> None:
+        self._log_attention_name()
+
+    def on_train_start(self) -> None:
+        # from_pretrained returns the model in eval mode; train with its dropout as in the original finetuning
+        self.model.train()
+
+    def on_test_start(self) -> None:
+        self._log_attention_name()
+
+    def record(self, metrics: Mapping[str, float]) -> None:
+        """Keep ``metrics`` (checkpointed) to be logged with the test metrics, so results.json holds them."""
+        self.reported_metrics.update({k: float(v) for k, v in metrics.items()})
+
+    def log_recorded(self) -> None:
+        """Log the kept metrics inside a test epoch so they reach ``trainer.callback_metrics``."""
+        if self.reported_metrics:
+            self.log_dict({k: torch.tensor(v) for k, v in self.reported_metrics.items()}, sync_dist=False)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["conversion"] = {
+            "stage": self.stage, "converted": self.converted, "lora_applied": self.lora_applied,
+            "reported_metrics": dict(self.reported_metrics),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Bring the model into the checkpoint's form (converted, LoRA) before its weights are loaded."""
+        state = checkpoint.get("conversion", {})
+        if state.get("converted"):
+            self.ensure_converted()
+        if state.get("lora_applied"):
+            self.ensure_lora()
+        self.reported_metrics.update(state.get("reported_metrics", {}))

@@ -1,0 +1,30 @@
+"""Errors that stop a run with a short message and exit status 2 (``run.py`` prints them without a traceback).
+
+Each message names the problem (the config key, the file, the step) and the fix.
+"""
+
+from __future__ import annotations
+
+
+class HedgehogError(Exception):
+    """Base class: a problem the user can fix; ``run.py`` prints ``str(error)`` and exits with ``exit_code``."""
+
+    exit_code = 2
+
+
+class ConfigError(HedgehogError):
+    """A config value or key that cannot work (unknown key, wrong type, unknown attention name...)."""
+
+
+class DataNotFoundError(HedgehogError):
+    """A data file or folder the run needs is missing."""
+
+
+class NonFiniteLossError(HedgehogError):
+    """Training produced a NaN/inf loss or gradient; raised by ``hedgehog.callbacks.nan_guard.NaNGuard``."""
+
+
+class RunInterrupted(HedgehogError):
+    """The run was interrupted (Ctrl-C); rerunning the same command resumes it."""
+
+    exit_code = 130

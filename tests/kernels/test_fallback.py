@@ -1,0 +1,48 @@
+"""Without CUDA the kernels step aside: every ``try_*`` returns None and ``hedgehog.attention`` runs PyTorch."""
+
+import pytest
+import torch
+
+pytest.importorskip("triton", reason="triton is not installed: hedgehog.kernels cannot be imported")
+
+import hedgehog.kernels as kernels  # noqa: E402
+from hedgehog.attention import RecurrentState, attend, build_feature_map, linear_attention  # noqa: E402
+from hedgehog.attention.backend import use_backend  # noqa: E402
+from hedgehog.attention.feature_maps.hedgehog import HedgehogFeatureMap  # noqa: E402
+
+
+def test_cpu_inputs_are_declined():
+    q, k, v = torch.randn(1, 2, 8, 16), torch.randn(1, 2, 8, 16), torch.randn(1, 2, 8, 16)
+    fq, fk = build_feature_map("hedgehog", 2, 16), build_feature_map("hedgehog", 2, 16)
+    assert kernels.try_fused_attend(q, k, v, feature_map_q=fq, feature_map_k=fk, causal=True) is None
+    assert kernels.try_linear_attention(q.exp(), k.exp(), v, causal=True) is None
+    step = (q[:, :, :1].exp(), k[:, :, :1].exp(), v[:, :, :1])
+    assert kernels.try_recurrent_step(*step, RecurrentState.zeros(1, 2, 16, 16)) is None
+
+
+def test_attend_on_cpu_uses_the_reference_under_every_backend_that_allows_it():
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 2, 20, 16), torch.randn(2, 2, 20, 16), torch.randn(2, 2, 20, 16)
+    fq, fk = build_feature_map("hedgehog", 2, 16, init="random"), build_feature_map("hedgehog", 2, 16, init="random")
+    ref = linear_attention(fq(q, is_query=True), fk(k), v, True)
+    for backend in ("auto", "torch"):
+        with use_backend(backend):
+            out = attend(q, k, v, feature_map_q=fq, feature_map_k=fk, causal=True)
+        torch.testing.assert_close(out, ref)
+    with use_backend("triton"), pytest.raises(RuntimeError, match="CUDA"):
+        attend(q, k, v, feature_map_q=fq, feature_map_k=fk, causal=True)
+
+
+class _ShiftedHedgehog(HedgehogFeatureMap):
+    def forward(self, x, *, is_query=False, positions=None):
+        return super().forward(x + 1, is_query=is_query, positions=positions)
+
+
+def test_only_stock_exp_hedgehog_maps_are_fused():
+    assert kernels.fusable_hedgehog(build_feature_map("hedgehog", 4, 16), 4, 16)
+    assert not kernels.fusable_hedgehog(build_feature_map("hedgehog", 4, 16), 2, 16)  # wrong head count
+    assert not kernels.fusable_hedgehog(build_feature_map("hedgehog", 4, 16, activation="softmax"), 4, 16)
+    assert not kernels.fusable_hedgehog(build_feature_map("taylor", 4, 16), 4, 16)
+    assert not kernels.fusable_hedgehog(_ShiftedHedgehog(4, 16), 4, 16)  # a changed forward is not the kernel's
+    assert not kernels.fusable_hedgehog(build_feature_map("hedgehog", 4, 16).double(), 4, 16)
+    assert not kernels.fusable_hedgehog(None, 4, 16)

@@ -31,3 +31,15 @@ def test_experiments_named_in_the_readme_exist():
         for group, name in re.findall(r"\b(trainer|data|hparams_search|attention)=([\w/]+)", command):
             for option in name.split(","):
                 assert (CONF_DIR / group / f"{option}.yaml").is_file(), f"{group}={option}"
+
+
+def readme_python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (REPO_ROOT / "README.md").read_text(), re.S)
+
+
+def test_readme_python_examples_run():
+    """The usage examples of the README (attention library, conversion of the pip-installed MiniLM) run as shown."""
+    blocks = readme_python_blocks()
+    assert len(blocks) >= 2
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {"__name__": "readme_example"})

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# The reproduction experiments at CPU scale: one batch of run.py jobs, one after another, for a 2-core machine
+# without a GPU (about 90 minutes). Same experiment configs as the GPU batches, much smaller budgets:
+#
+#   (4) finetuned-conversion of all-MiniLM-L6-v2 on GLUE SST-2: the softmax teacher once, then every linear
+#       attention from that teacher (distil, then finetune)                        -> $LOGS/glue/sst2_<attention>
+#   (7) ablations of Hedgehog on the same teacher: no distillation, MSE distillation, softmax-over-features,
+#       random init, feature_dim 16                                                  -> $LOGS/ablation_glue/<name>
+#   (5) pretrained-conversion of SmolLM2-135M on WikiText-2: distil -> test, then LoRA -> test, for Hedgehog,
+#       T2R and 1+ELU; the base model and softmax + LoRA                    -> $LOGS/wikitext_smollm2/<arm>_<phase>
+#   (3) small GPTs trained from scratch on WikiText-2 (valid split), tested on its test split -> $LOGS/wikitext/<att>
+#   (1) MQAR, CPU-sized setting (experiment=mqar as shipped)                       -> $LOGS/cpu_mqar/<attention>
+#   (7) MQAR ablations of Hedgehog (feature_dim, activation, init)                -> $LOGS/ablation_mqar/<name>
+#
+#   LOGS=/tmp/cpu_runs/cpu_$(date +%F) bash experiments/cpu_batch.sh
+#   python experiments/collect.py $LOGS          # tables and figures into experiments/results, experiments/figures
+#
+# Every job is a plain run.py command (seed 0); rerunning the script skips finished runs (their results.json is
+# complete) and resumes unfinished ones from their last checkpoint. ONLY="glue wikitext" runs some parts only.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+LOGS=${LOGS:-/tmp/cpu_runs/cpu_$(date +%F)}
+ONLY=${ONLY:-"glue ablation_glue wikitext_smollm2 wikitext cpu_mqar ablation_mqar"}
+PY=${PY:-python}
+JOBS=$LOGS/_jobs
+mkdir -p "$JOBS"
+COMMON="trainer=cpu logger=many trainer.enable_progress_bar=false trainer.num_sanity_val_steps=0 trainer.log_every_n_steps=10 seed=0"
+T0=$(date +%s)
+say() { echo "[cpu $(( $(date +%s) - T0 ))s] $*" | tee -a "$JOBS/batch.log"; }
+wanted() { [[ " $ONLY " == *" $1 "* ]]; }
+job() {   # job NAME TIMEOUT COMMAND: run it, log it, record its status
+    local name=$1 limit=$2 cmd=$3 start rc
+    start=$(date +%s)
+    say "start $name"
+    timeout -k 10 "$limit" bash -c "$cmd" > "$JOBS/$name.log" 2>&1
+    rc=$?
+    say "end   $name rc=$rc $(( $(date +%s) - start ))s"
+    echo "{\"name\": \"$name\", \"status\": \"$([ $rc = 0 ] && echo ok || { [ $rc = 124 ] && echo timeout || echo failed; })\", \"seconds\": $(( $(date +%s) - start )), \"returncode\": $rc, \"command\": $(printf '%s' "$cmd" | python -c 'import json,sys; print(json.dumps(sys.stdin.read()))')}" >> "$JOBS/jobs.jsonl"
+    $PY -c 'import json,sys; p=sys.argv[1]; json.dump({"jobs": [json.loads(l) for l in open(p + "/jobs.jsonl")]}, open(p + "/summary.json", "w"), indent=1)' "$JOBS"
+}
+say "git $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores, torch $($PY -c 'import torch; print(torch.__version__)')"
+
+# --- (4) + (7) GLUE SST-2, all-MiniLM-L6-v2 ------------------------------------------------------------------
+GLUE_SET="model.name_or_path=minilm model.dtype=float32 data.batch_size=32 data.max_length=64 data.eval_batch_size=64 regime.finetune_lr=8e-5 regime.finetune_linear_lr=8e-5 trainer.val_check_interval=100 trainer.limit_val_batches=4"
+FT=300; DS=60; FL=200
+TEACHER=$LOGS/teachers/sst2
+if wanted glue; then
+    d=$LOGS/glue/sst2_softmax
+    job teacher_sst2 2400 "mkdir -p $d && touch $d/.keep_checkpoints && $PY run.py experiment=glue_minilm_softmax data=glue/sst2 task_name=glue hydra.run.dir=$d $COMMON $GLUE_SET regime.finetune_steps=$FT && $PY experiments/export_teacher.py $d $TEACHER --model-path minilm"
+    for att in hedgehog t2r elu performer cosformer taylor; do
+        job glue_sst2_$att 1800 "$PY run.py experiment=glue_minilm_$att data=glue/sst2 task_name=glue hydra.run.dir=$LOGS/glue/sst2_$att $COMMON $GLUE_SET regime.teacher_checkpoint=$TEACHER regime.distill_steps=$DS regime.finetune_linear_steps=$FL"
+    done
+fi
+if wanted ablation_glue; then
+    ARM="experiment=glue_minilm_hedgehog data=glue/sst2 task_name=ablation_glue $COMMON $GLUE_SET regime.teacher_checkpoint=$TEACHER regime.distill_steps=$DS regime.finetune_linear_steps=$FL"
+    A=$LOGS/ablation_glue
+    job abl_glue_no_distill 1800 "$PY run.py $ARM hydra.run.dir=$A/no_distill regime.distill_steps=0"
+    job abl_glue_distill_mse 1800 "$PY run.py ${ARM/experiment=glue_minilm_hedgehog/experiment=ablation_glue_distill_mse} hydra.run.dir=$A/distill_mse"
+    job abl_glue_activation_softmax 1800 "$PY run.py $ARM hydra.run.dir=$A/activation_softmax attention.options.activation=softmax"
+    job abl_glue_init_random 1800 "$PY run.py $ARM hydra.run.dir=$A/init_random attention.options.init=random"
+    job abl_glue_feature_dim_16 1800 "$PY run.py $ARM hydra.run.dir=$A/feature_dim_16 attention.options.feature_dim=16"
+fi
+
+# --- (5) SmolLM2-135M on WikiText-2 --------------------------------------------------------------------------
+WT_SET="data.seq_len=256 data.batch_size=2 data.eval_batch_size=4 data.max_eval_blocks=32 trainer.val_check_interval=20 trainer.limit_val_batches=4"
+SDS=40; SFS=40
+if wanted wikitext_smollm2; then
+    W=$LOGS/wikitext_smollm2
+    job wikitext_smollm2_zeroshot 1200 "$PY run.py experiment=wikitext_smollm2_zeroshot task_name=wikitext_smollm2 hydra.run.dir=$W/softmax_zeroshot $COMMON $WT_SET"
+    for att in hedgehog t2r elu; do
+        d=$W/${att}_distilled; f=$W/${att}_lora
+        job wikitext_smollm2_$att 2400 "mkdir -p $d && touch $d/.keep_checkpoints && $PY run.py experiment=wikitext_smollm2_$att task_name=wikitext_smollm2 hydra.run.dir=$d $COMMON $WT_SET regime.distill_steps=$SDS regime.finetune_steps=0 && mkdir -p $f/checkpoints && cp -r $d/checkpoints/distill $f/checkpoints/ && rm -f $d/.keep_checkpoints && $PY run.py experiment=wikitext_smollm2_$att task_name=wikitext_smollm2 hydra.run.dir=$f $COMMON $WT_SET regime.distill_steps=$SDS regime.finetune_steps=$SFS"
+    done
+    job wikitext_smollm2_softmax 1800 "$PY run.py experiment=wikitext_smollm2_softmax task_name=wikitext_smollm2 hydra.run.dir=$W/softmax_lora $COMMON $WT_SET regime.finetune_steps=$SFS"
+fi
+
+# --- (3) train from scratch on WikiText-2 ----------------------------------------------------------------------
+WIKI_SET="model.d_model=128 model.n_layers=2 model.n_heads=2 data.seq_len=128 data.batch_size=16 regime.lr=2e-3 regime.warmup_steps=30 trainer.max_steps=400 trainer.val_check_interval=200 trainer.limit_val_batches=10"
+if wanted wikitext; then
+    for att in softmax hedgehog taylor elu performer cosformer t2r; do
+        job wikitext_$att 1200 "$PY run.py experiment=wikitext_gpt_$att task_name=wikitext hydra.run.dir=$LOGS/wikitext/$att $COMMON $WIKI_SET"
+    done
+fi
+
+# --- (1) + (7) MQAR ----------------------------------------------------------------------------------------------
+if wanted cpu_mqar; then
+    for att in softmax hedgehog taylor elu performer cosformer t2r; do
+        job mqar_$att 900 "$PY run.py experiment=mqar_$att task_name=cpu_mqar hydra.run.dir=$LOGS/cpu_mqar/$att $COMMON"
+    done
+fi
+if wanted ablation_mqar; then
+    A=$LOGS/ablation_mqar
+    job abl_mqar_feature_dim 1800 "$PY run.py -m experiment=mqar_hedgehog task_name=ablation_mqar hydra.sweep.dir=$A/feature_dim $COMMON attention.options.feature_dim=8,64"
+    job abl_mqar_activation 900 "$PY run.py experiment=mqar_hedgehog task_name=ablation_mqar hydra.run.dir=$A/activation_softmax $COMMON attention.options.activation=softmax"
+    job abl_mqar_init 900 "$PY run.py experiment=mqar_hedgehog task_name=ablation_mqar hydra.run.dir=$A/init_random $COMMON attention.options.init=random"
+fi
+say "done"

@@ -289,6 +289,16 @@ def _ablation_label(row) -> str:
     return head
 
 
+def ablation_reference(runs: pd.DataFrame, family: str, reference_families: tuple[str, ...]) -> pd.DataFrame:
+    """The default Hedgehog runs that an ablation family is compared with: same batch (so same setting and
+    budget) and, for GLUE, the same tasks."""
+    abl = runs[runs["family"] == family]
+    ref = runs[runs["family"].isin(reference_families) & (runs["attention"] == "hedgehog") & runs["batch"].isin(set(abl["batch"]))]
+    if "task" in abl.columns and abl["task"].notna().any():
+        ref = ref[ref["task"].isin(set(abl["task"].dropna()))]
+    return latest(ref, ["family", "name"]) if not ref.empty else ref
+
+
 def table_ablations(runs: pd.DataFrame, family: str, reference: pd.DataFrame | None, metric: str) -> pd.DataFrame:
     df = latest(runs[runs["family"] == family], ["name"])
     rows = []
@@ -493,12 +503,11 @@ def collect(sources: list[Path], results_dir: Path = RESULTS, fig_dir: Path = FI
         tables["cpu_mqar"] = table_mqar(runs, "cpu_mqar")
         tables["wikitext"] = table_wikitext(runs)
         tables["glue_long"], tables["glue"] = table_glue(runs)
-        ref_mqar = latest(runs[(runs["family"] == "mqar") & (runs["attention"] == "hedgehog")], ["name"])
-        if not ref_mqar.empty:
-            ref_mqar = ref_mqar.rename(columns={"test/acc": "test_acc"})
+        ref_mqar = ablation_reference(runs, "ablation_mqar", ("mqar", "cpu_mqar")).rename(columns={"test/acc": "test_acc"})
         m = table_ablations(runs.rename(columns={"test/acc": "test_acc"}), "ablation_mqar", ref_mqar, "test_acc")
         tables["ablations_mqar"] = m
-        tables["ablations_glue"] = table_ablations(runs.rename(columns={"test/score": "score"}), "ablation_glue", None, "score")
+        ref_glue = ablation_reference(runs, "ablation_glue", ("glue",)).rename(columns={"test/score": "score"})
+        tables["ablations_glue"] = table_ablations(runs.rename(columns={"test/score": "score"}), "ablation_glue", ref_glue, "score")
         tables["smollm2_wikitext"], tables["samsum"] = table_smollm2(runs)
     if not jobs.empty:
         write_table(jobs, "jobs", results_dir)

@@ -48,6 +48,8 @@ def _keep(rel: Path, size: int) -> bool:
     parts = rel.parts
     if "checkpoints" in parts or size > MAX_BYTES:
         return False
+    if "teachers" in parts:  # exported teacher models: keep their config only (weights and tokenizer are large)
+        return rel.name == "config.json"
     if "wandb" in parts:
         return "logs" not in parts and rel.name not in ("output.log", "requirements.txt", "debug.log", "debug-internal.log")
     return rel.suffix in KEEP_SUFFIXES

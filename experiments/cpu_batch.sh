@@ -76,19 +76,23 @@ fi
 
 # --- (3) train from scratch on WikiText-2 ----------------------------------------------------------------------
 WIKI_SET="model.d_model=128 model.n_layers=2 model.n_heads=2 data.seq_len=128 data.batch_size=16 regime.lr=2e-3 regime.warmup_steps=30 trainer.max_steps=400 trainer.val_check_interval=200 trainer.limit_val_batches=10"
-if wanted wikitext; then
-    for att in softmax hedgehog taylor elu performer cosformer t2r; do
+# A section can be run by a second invocation in parallel (ONLY=wikitext); the first to reach it claims it.
+claim() { local f=$LOGS/$1.claimed; mkdir -p "$LOGS"; if [ -e "$f" ] && [ "$(cat "$f")" != $$ ] && kill -0 "$(cat "$f")" 2>/dev/null; then say "skip $1: claimed by process $(cat "$f")"; return 1; fi; echo $$ > "$f"; }
+if wanted wikitext && claim wikitext; then
+    # Taylor last, with a shorter limit: its 1 + 64 + 64^2 = 4161 features per head are slow on a CPU
+    for att in softmax hedgehog elu performer cosformer t2r; do
         job wikitext_$att 1200 "$PY run.py experiment=wikitext_gpt_$att task_name=wikitext hydra.run.dir=$LOGS/wikitext/$att $COMMON $WIKI_SET"
     done
+    job wikitext_taylor 600 "$PY run.py experiment=wikitext_gpt_taylor task_name=wikitext hydra.run.dir=$LOGS/wikitext/taylor $COMMON $WIKI_SET"
 fi
 
 # --- (1) + (7) MQAR ----------------------------------------------------------------------------------------------
-if wanted cpu_mqar; then
+if wanted cpu_mqar && claim cpu_mqar; then
     for att in softmax hedgehog taylor elu performer cosformer t2r; do
         job mqar_$att 900 "$PY run.py experiment=mqar_$att task_name=cpu_mqar hydra.run.dir=$LOGS/cpu_mqar/$att $COMMON"
     done
 fi
-if wanted ablation_mqar; then
+if wanted ablation_mqar && claim ablation_mqar; then
     A=$LOGS/ablation_mqar
     job abl_mqar_feature_dim 1800 "$PY run.py -m experiment=mqar_hedgehog task_name=ablation_mqar hydra.sweep.dir=$A/feature_dim $COMMON attention.options.feature_dim=8,64"
     job abl_mqar_activation 900 "$PY run.py experiment=mqar_hedgehog task_name=ablation_mqar hydra.run.dir=$A/activation_softmax $COMMON attention.options.activation=softmax"

@@ -7,7 +7,8 @@
 #   (7) ablations of Hedgehog on the same teacher: no distillation, MSE distillation, softmax-over-features,
 #       random init, feature_dim 16                                                  -> $LOGS/ablation_glue/<name>
 #   (5) pretrained-conversion of SmolLM2-135M on WikiText-2: distil -> test, then LoRA -> test, for Hedgehog,
-#       T2R and 1+ELU; the base model and softmax + LoRA                    -> $LOGS/wikitext_smollm2/<arm>_<phase>
+#       T2R and 1+ELU (nothing to distil: tested as converted); the base model; softmax + LoRA
+#                                                                          -> $LOGS/wikitext_smollm2/<arm>_<phase>
 #   (3) small GPTs trained from scratch on WikiText-2 (valid split), tested on its test split -> $LOGS/wikitext/<att>
 #   (1) MQAR, CPU-sized setting (experiment=mqar as shipped)                       -> $LOGS/cpu_mqar/<attention>
 #   (7) MQAR ablations of Hedgehog (feature_dim, activation, init)                -> $LOGS/ablation_mqar/<name>
@@ -69,7 +70,7 @@ if wanted wikitext_smollm2; then
     job wikitext_smollm2_zeroshot 1200 "$PY run.py experiment=wikitext_smollm2_zeroshot task_name=wikitext_smollm2 hydra.run.dir=$W/softmax_zeroshot $COMMON $WT_SET"
     for att in hedgehog t2r elu; do
         d=$W/${att}_distilled; f=$W/${att}_lora
-        job wikitext_smollm2_$att 2400 "mkdir -p $d && touch $d/.keep_checkpoints && $PY run.py experiment=wikitext_smollm2_$att task_name=wikitext_smollm2 hydra.run.dir=$d $COMMON $WT_SET regime.distill_steps=$SDS regime.finetune_steps=0 && mkdir -p $f/checkpoints && cp -r $d/checkpoints/distill $f/checkpoints/ && rm -f $d/.keep_checkpoints && $PY run.py experiment=wikitext_smollm2_$att task_name=wikitext_smollm2 hydra.run.dir=$f $COMMON $WT_SET regime.distill_steps=$SDS regime.finetune_steps=$SFS"
+        job wikitext_smollm2_$att 2400 "mkdir -p $d && touch $d/.keep_checkpoints && $PY run.py experiment=wikitext_smollm2_$att task_name=wikitext_smollm2 hydra.run.dir=$d $COMMON $WT_SET regime.distill_steps=$SDS regime.finetune_steps=0 && mkdir -p $f/checkpoints && { [ ! -d $d/checkpoints/distill ] || cp -r $d/checkpoints/distill $f/checkpoints/; } && rm -f $d/.keep_checkpoints && $PY run.py experiment=wikitext_smollm2_$att task_name=wikitext_smollm2 hydra.run.dir=$f $COMMON $WT_SET regime.distill_steps=$SDS regime.finetune_steps=$SFS"
     done
     job wikitext_smollm2_softmax 1800 "$PY run.py experiment=wikitext_smollm2_softmax task_name=wikitext_smollm2 hydra.run.dir=$W/softmax_lora $COMMON $WT_SET regime.finetune_steps=$SFS"
 fi

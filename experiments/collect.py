@@ -298,7 +298,7 @@ def ablation_reference(runs: pd.DataFrame, family: str, reference_families: tupl
     ref = runs[runs["family"].isin(reference_families) & (runs["attention"] == "hedgehog") & runs["batch"].isin(set(abl["batch"]))]
     if "task" in abl.columns and abl["task"].notna().any():
         ref = ref[ref["task"].isin(set(abl["task"].dropna()))]
-    return latest(ref, ["family", "name"]) if not ref.empty else ref
+    return latest(ref, ["family", "name"])
 
 
 def table_ablations(runs: pd.DataFrame, family: str, reference: pd.DataFrame | None, metric: str) -> pd.DataFrame:

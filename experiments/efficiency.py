@@ -19,6 +19,10 @@ median of ``--gen-repeats`` runs. Writes
 
     python experiments/efficiency.py --model-path "$SMOLLM2_GGUF" --out $OUT/efficiency
     python experiments/efficiency.py --smoke        # tiny random Llama on CPU, checks the script end to end
+    python experiments/efficiency.py --random-weights benchmarks/smollm2_135m_config.json   # SmolLM2's shape, random
+
+``--random-weights`` builds SmolLM2-135M's architecture with random weights, for a host without the GGUF file:
+speed and memory do not depend on the weights' values (generation always decodes exactly ``--new-tokens``).
 """
 
 from __future__ import annotations
@@ -76,6 +80,12 @@ def load_base(args, device):
                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
                           pad_token_id=0, eos_token_id=1, bos_token_id=1)
         return LlamaForCausalLM(cfg).to(device), "tiny random Llama (smoke test)"
+    if args.random_weights:
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        torch.manual_seed(0)
+        cfg = AutoConfig.from_pretrained(args.random_weights)
+        return AutoModelForCausalLM.from_config(cfg).to(device), f"SmolLM2-135M architecture, random weights ({Path(args.random_weights).name})"
     from hedgehog.models.pretrained import load_pretrained
 
     model = load_pretrained(args.model_path, task="causal_lm", dtype="float32")
@@ -210,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "efficiency"))
     ap.add_argument("--figures", default=None, help="default: <out>/figures")
     ap.add_argument("--smoke", action="store_true", help="tiny random Llama, short sequences (CPU check)")
+    ap.add_argument("--random-weights", default=None, metavar="CONFIG_JSON",
+                    help="random weights in this Hugging Face config's architecture instead of --model-path")
     args = ap.parse_args(argv)
     if args.smoke:
         args.tokens_per_batch, args.seq_lens, args.prompt_len, args.new_tokens, args.gen_batch = 256, "64,128", 16, 8, 2

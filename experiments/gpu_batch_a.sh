@@ -62,15 +62,15 @@ done
 for att in $MQAR_TYPES; do   # (1)
     job mqar_$att $T_MQAR - "$PY run.py experiment=mqar_$att task_name=mqar hydra.run.dir=$LOGS/mqar/$att $COMMON $MQAR_SET $SAFE"
 done
-for att in $WIKI_TYPES; do   # (3)
-    job wikitext_$att $T_WIKI - "$PY run.py experiment=wikitext_gpt_$att task_name=wikitext hydra.run.dir=$LOGS/wikitext/$att $COMMON $WIKI_SET $SAFE"
-done
 glue_arm() {   # (4) one linear attention on one task, from that task's teacher
     local task=$1 att=$2
     job glue_${task}_$att $T_GLUE teacher_$task "$PY run.py experiment=glue_minilm_$att data=glue/$task task_name=glue hydra.run.dir=$LOGS/glue/${task}_$att $COMMON $GLUE_SET $SAFE regime.teacher_checkpoint=$TEACH/$task regime.distill_steps=$DS regime.finetune_linear_steps=$FL"
 }
 set -- $GLUE_TYPES
 for att in "${@:1:3}"; do for task in $TASKS; do glue_arm $task $att; done; done
+for att in $WIKI_TYPES; do   # (3)
+    job wikitext_$att $T_WIKI - "$PY run.py experiment=wikitext_gpt_$att task_name=wikitext hydra.run.dir=$LOGS/wikitext/$att $COMMON $WIKI_SET $SAFE"
+done
 # (7) MQAR ablations of Hedgehog, Hydra multiruns (the reference is mqar_hedgehog above)
 job abl_mqar_feature_dim $T_ABL - "$PY run.py -m experiment=mqar_hedgehog task_name=ablation_mqar hydra.sweep.dir=$LOGS/ablation_mqar/feature_dim $COMMON $MQAR_SET $SAFE $MQAR_ABL"
 job abl_mqar_activation $T_MQAR - "$PY run.py -m experiment=mqar_hedgehog task_name=ablation_mqar hydra.sweep.dir=$LOGS/ablation_mqar/activation $COMMON $MQAR_SET $SAFE attention.options.activation=softmax"

@@ -13,6 +13,7 @@
 #   (7) GLUE ablations of Hedgehog on SST-2 (MiniLM): a softmax teacher finetuned here, the default Hedgehog arm
 #       and, from the same teacher: feature dim 16 / 64 (multirun), softmax activation, random init, no
 #       distillation (distill_steps=0), MSE instead of cross-entropy distillation          -> $LOGS/ablation_glue/<setting>
+#   SKIP_EFFICIENCY=1 leaves (6) out (run experiments/efficiency.py on its own), SKIP_GLUE_ABLATIONS=1 leaves (7) out.
 #   Optional: GLUE_ARMS_B="task:attention ..." re-runs GLUE arms that batch A did not finish (each with a teacher
 #   finetuned here, same recipe and seed).
 # Results are packed into $OUT/batch_b.tar.gz, with $OUT/batch_b_summary.log.
@@ -65,10 +66,12 @@ SAFE_SS=$(safe 75)   # SAMSum: generation on the test dialogues needs longer
 SAFE_FIRST=$(safe 150)  # the distill-only WikiText run leaves time for the LoRA run that follows it in the same job
 
 # --- (6) efficiency, alone on the device ---------------------------------------------------------------------
-say "efficiency (alone on the device, timeout ${T_EFF}s)"
-timeout -k 10 "$T_EFF" $PY experiments/efficiency.py --model-path "$SMOL" --out "$LOGS/efficiency" $EFF_ARGS \
-    > "$JOBS/efficiency.log" 2>&1
-say "efficiency exit $? ($(tail -n 1 "$JOBS/efficiency.log"))"
+if [ -z "${SKIP_EFFICIENCY:-}" ]; then
+    say "efficiency (alone on the device, timeout ${T_EFF}s)"
+    timeout -k 10 "$T_EFF" $PY experiments/efficiency.py --model-path "$SMOL" --out "$LOGS/efficiency" $EFF_ARGS \
+        > "$JOBS/efficiency.log" 2>&1
+    say "efficiency exit $? ($(tail -n 1 "$JOBS/efficiency.log"))"
+fi
 
 # --- the plan, highest priority first ------------------------------------------------------------------------
 WT=$LOGS/wikitext_smollm2
@@ -80,23 +83,25 @@ done
 for att in $LINEAR; do   # (5) SAMSum: distil + LoRA -> ROUGE
     job samsum_smollm2_$att $T_SS - "$PY run.py experiment=samsum_smollm2_$att task_name=samsum_smollm2 hydra.run.dir=$LOGS/samsum_smollm2/$att $COMMON $SS_SET $SAFE_SS regime.distill_steps=$DS regime.finetune_steps=$FS"
 done
-dir=$LOGS/ablation_glue/teacher
-job teacher_$GLUE_TASK $T_TEACH - "$(keep_ckpt "$dir") && { $PY run.py experiment=glue_minilm_softmax data=glue/$GLUE_TASK task_name=ablation_glue hydra.run.dir=$dir $COMMON $GLUE_SET $SAFE regime.finetune_steps=$FT; $PY experiments/export_teacher.py $dir $TEACH/$GLUE_TASK --model-path $MINILM; } && rm -f $dir/.keep_checkpoints"
 job samsum_smollm2_zeroshot $T_SS - "$PY run.py experiment=samsum_smollm2_zeroshot task_name=samsum_smollm2 hydra.run.dir=$LOGS/samsum_smollm2/zeroshot $COMMON $SS_SET $SAFE_SS"
 job samsum_smollm2_softmax $T_SS - "$PY run.py experiment=samsum_smollm2_softmax task_name=samsum_smollm2 hydra.run.dir=$LOGS/samsum_smollm2/softmax $COMMON $SS_SET $SAFE_SS regime.finetune_steps=$FS"
 job wikitext_smollm2_zeroshot $T_WT - "$PY run.py experiment=wikitext_smollm2_zeroshot task_name=wikitext_smollm2 hydra.run.dir=$WT/softmax_zeroshot $COMMON $WT_SET $SAFE"
 job wikitext_smollm2_softmax $T_WT - "$PY run.py experiment=wikitext_smollm2_softmax task_name=wikitext_smollm2 hydra.run.dir=$WT/softmax_lora $COMMON $WT_SET $SAFE regime.finetune_steps=$FS"
 job analysis_smollm2 $T_AN - "$PY experiments/analysis_attention.py --model smollm2 --model-path $SMOL --data-dir $DATA_DIR --out $LOGS/analysis --figures $LOGS/analysis/figures $AN_ARGS"
 
-# (7) GLUE ablations of Hedgehog on one task, all from the teacher above
-G="experiment=glue_minilm_hedgehog data=glue/$GLUE_TASK task_name=ablation_glue $COMMON $GLUE_SET $SAFE regime.teacher_checkpoint=$TEACH/$GLUE_TASK regime.distill_steps=$GDS regime.finetune_linear_steps=$FL"
-A=$LOGS/ablation_glue
-job abl_glue_reference $T_GLUE teacher_$GLUE_TASK "$PY run.py $G hydra.run.dir=$A/reference"
-job abl_glue_no_distill $T_GLUE teacher_$GLUE_TASK "$PY run.py -m $G hydra.sweep.dir=$A/no_distill regime.distill_steps=0"
-job abl_glue_distill_mse $T_GLUE teacher_$GLUE_TASK "$PY run.py ${G/experiment=glue_minilm_hedgehog/experiment=ablation_glue_distill_mse} hydra.run.dir=$A/distill_mse"
-job abl_glue_activation $T_GLUE teacher_$GLUE_TASK "$PY run.py -m $G hydra.sweep.dir=$A/activation attention.options.activation=softmax"
-job abl_glue_init $T_GLUE teacher_$GLUE_TASK "$PY run.py -m $G hydra.sweep.dir=$A/init attention.options.init=random"
-job abl_glue_feature_dim $((2 * T_GLUE)) teacher_$GLUE_TASK "$PY run.py -m $G hydra.sweep.dir=$A/feature_dim attention.options.feature_dim=$FEAT"
+# (7) GLUE ablations of Hedgehog on one task, all from one teacher finetuned here
+if [ -z "${SKIP_GLUE_ABLATIONS:-}" ]; then
+    dir=$LOGS/ablation_glue/teacher
+    job teacher_$GLUE_TASK $T_TEACH - "$(keep_ckpt "$dir") && { $PY run.py experiment=glue_minilm_softmax data=glue/$GLUE_TASK task_name=ablation_glue hydra.run.dir=$dir $COMMON $GLUE_SET $SAFE regime.finetune_steps=$FT; $PY experiments/export_teacher.py $dir $TEACH/$GLUE_TASK --model-path $MINILM; } && rm -f $dir/.keep_checkpoints"
+    G="experiment=glue_minilm_hedgehog data=glue/$GLUE_TASK task_name=ablation_glue $COMMON $GLUE_SET $SAFE regime.teacher_checkpoint=$TEACH/$GLUE_TASK regime.distill_steps=$GDS regime.finetune_linear_steps=$FL"
+    A=$LOGS/ablation_glue
+    job abl_glue_reference $T_GLUE teacher_$GLUE_TASK "$PY run.py $G hydra.run.dir=$A/reference"
+    job abl_glue_no_distill $T_GLUE teacher_$GLUE_TASK "$PY run.py -m $G hydra.sweep.dir=$A/no_distill regime.distill_steps=0"
+    job abl_glue_distill_mse $T_GLUE teacher_$GLUE_TASK "$PY run.py ${G/experiment=glue_minilm_hedgehog/experiment=ablation_glue_distill_mse} hydra.run.dir=$A/distill_mse"
+    job abl_glue_activation $T_GLUE teacher_$GLUE_TASK "$PY run.py -m $G hydra.sweep.dir=$A/activation attention.options.activation=softmax"
+    job abl_glue_init $T_GLUE teacher_$GLUE_TASK "$PY run.py -m $G hydra.sweep.dir=$A/init attention.options.init=random"
+    job abl_glue_feature_dim $((2 * T_GLUE)) teacher_$GLUE_TASK "$PY run.py -m $G hydra.sweep.dir=$A/feature_dim attention.options.feature_dim=$FEAT"
+fi
 
 # Optional leftovers of batch A: GLUE_ARMS_B="qnli:taylor cola:cosformer" (each task gets its own teacher here)
 for arm in $GLUE_ARMS_B; do

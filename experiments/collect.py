@@ -130,6 +130,7 @@ def load_runs(runs_dir: Path) -> pd.DataFrame:
             "status": r.get("status"), "seed": r.get("seed"), "wall_time_s": r.get("wall_time_s"),
             "resumed": r.get("resumed"), "num_parameters": r.get("num_parameters"),
             "accelerator": (r.get("device") or {}).get("accelerator"),
+            "setting": _setting((r.get("device") or {}).get("accelerator")),
             "device_name": (r.get("device") or {}).get("name"),
             "precision": (r.get("device") or {}).get("precision"),
             "git_commit": (r.get("git") or {}).get("commit"),
@@ -144,6 +145,12 @@ def load_runs(runs_dir: Path) -> pd.DataFrame:
         rows.append(row)
     rows += _csv_only_runs(runs_dir, {runs_dir / r["run_dir"] for r in rows})
     return pd.DataFrame(rows)
+
+
+def _setting(accelerator) -> str:
+    """``gpu`` for runs on a CUDA device, ``cpu`` otherwise: the two settings have their own sizes and budgets,
+    so each gets its own tables (GPU tables carry the suffix ``_gpu``)."""
+    return "gpu" if str(accelerator or "").lower() in ("cuda", "gpu") else "cpu"
 
 
 def _csv_only_runs(runs_dir: Path, have: set[Path]) -> list[dict]:
@@ -179,6 +186,7 @@ def _csv_only_runs(runs_dir: Path, have: set[Path]) -> list[dict]:
             "batch": rel.parts[0], "family": rel.parts[1] if len(rel.parts) > 1 else "",
             "name": "/".join(rel.parts[2:]) or (rel.parts[1] if len(rel.parts) > 1 else ""), "run_dir": str(rel),
             "experiment": exp, "attention": (cfg.get("attention") or {}).get("name"),
+            "setting": _setting((cfg.get("trainer") or {}).get("accelerator")),
             "data": f"glue/{task}" if task else None, "task": task, "status": "csv-only", "seed": cfg.get("seed"),
             "attention_options": json.dumps((cfg.get("attention") or {}).get("options") or {}, sort_keys=True),
             "overrides": " ".join(overrides), "steps": f"last logged step {int(log['step'].max())}" if "step" in log else "",
@@ -199,6 +207,16 @@ def load_jobs(runs_dir: Path) -> pd.DataFrame:
             rows.append({"batch": batch, "job": j["name"], "status": j["status"], "seconds": j.get("seconds"),
                          "returncode": j.get("returncode"), "command": j.get("command")})
     return pd.DataFrame(rows)
+
+
+def by_setting(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(table-name suffix, runs) per setting that has runs: CPU runs unsuffixed, GPU runs ``_gpu``."""
+    out = []
+    for setting, suffix in (("cpu", ""), ("gpu", "_gpu")):
+        sub = runs[runs["setting"] == setting] if "setting" in runs.columns else runs.iloc[0:0]
+        if not sub.empty:
+            out.append((suffix, sub))
+    return out
 
 
 def latest(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -271,9 +289,11 @@ def table_glue(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     long["recovered_pct"] = 100 * long["score"] / long["teacher_score"]
     tasks = [t for t in GLUE_TASKS if t in set(long["task"])] + sorted(set(long["task"]) - set(GLUE_TASKS))
     wide = long.pivot_table(index="attention", columns="task", values="score").reindex(columns=tasks)
-    wide["average"] = wide.mean(axis=1)
+    # averages only over the full set of tasks: a row with a task missing gets none (tasks_run says how many ran)
+    wide["tasks_run"] = wide[tasks].notna().sum(axis=1)
+    wide["average"] = wide[tasks].mean(axis=1, skipna=False)
     rec = long.pivot_table(index="attention", columns="task", values="recovered_pct").reindex(columns=tasks)
-    wide["recovered_pct_avg"] = rec.mean(axis=1)
+    wide["recovered_pct_avg"] = rec.mean(axis=1, skipna=False)
     wide = wide.loc[_order(wide.index)].reset_index()
     att_rank = {a: i for i, a in enumerate(_order(long["attention"]))}
     task_rank = {t: i for i, t in enumerate(tasks)}
@@ -419,65 +439,66 @@ def figures(tables: dict, fig_dir: Path) -> list[Path]:
         t = tables.get(key)
         if t is not None and not t.empty:
             made.append(_bars(t["test_acc"], list(t["attention"]), "accuracy", title, fig_dir / f"{key}_accuracy.png"))
-    t = tables.get("wikitext")
-    if t is not None and not t.empty:
-        made.append(_bars(t["test_ppl"], list(t["attention"]), "test perplexity (lower is better)",
-                          "GPT from scratch on WikiText-2 (trained on valid split)", fig_dir / "wikitext_ppl.png", fmt="{:.0f}",
-                          log=True))
-    long = tables.get("glue_long")
-    if long is not None and not long.empty:
-        tasks = [t for t in GLUE_TASKS if t in set(long["task"])]
-        atts = _order(long["attention"])
-        atts = ["softmax"] + [a for a in atts if a != "softmax"] if "softmax" in atts else atts
-        for value, ylabel, name in (("score", "GLUE score (x100)", "glue_scores.png"),
-                                    ("recovered_pct", "% of softmax teacher", "glue_recovered.png")):
-            fig, ax = plt.subplots(figsize=(10, 3.6))
-            width = 0.8 / max(1, len(atts))
-            for i, a in enumerate(atts):
-                vals = [long[(long["task"] == t) & (long["attention"] == a)][value].mean() for t in tasks]
-                ax.bar([j + i * width for j in range(len(tasks))], vals, width, label=a,
-                       color="#c44e52" if a == "hedgehog" else "#222222" if a == "softmax" else None)
-            ax.set_xticks([j + width * (len(atts) - 1) / 2 for j in range(len(tasks))], tasks)
-            ax.set_ylabel(ylabel)
-            if value == "recovered_pct":
-                ax.axhline(100, color="k", lw=0.8, ls="--")
-            ax.legend(fontsize=7, ncol=len(atts))
-            ax.set_title(f"MiniLM finetuned-conversion on GLUE: {ylabel}", fontsize=9)
+    for suffix, where in (("", "CPU"), ("_gpu", "H100")):  # one set of figures per setting
+        t = tables.get("wikitext" + suffix)
+        if t is not None and not t.empty:
+            made.append(_bars(t["test_ppl"], list(t["attention"]), "test perplexity (lower is better)",
+                              f"GPT from scratch on WikiText-2 (trained on valid split; {where})", fig_dir / f"wikitext_ppl{suffix}.png", fmt="{:.0f}",
+                              log=True))
+        long = tables.get("glue_long" + suffix)
+        if long is not None and not long.empty:
+            tasks = [t for t in GLUE_TASKS if t in set(long["task"])]
+            atts = _order(long["attention"])
+            atts = ["softmax"] + [a for a in atts if a != "softmax"] if "softmax" in atts else atts
+            for value, ylabel, name in (("score", "GLUE score (x100)", f"glue_scores{suffix}.png"),
+                                        ("recovered_pct", "% of softmax teacher", f"glue_recovered{suffix}.png")):
+                fig, ax = plt.subplots(figsize=(10, 3.6))
+                width = 0.8 / max(1, len(atts))
+                for i, a in enumerate(atts):
+                    vals = [long[(long["task"] == t) & (long["attention"] == a)][value].mean() for t in tasks]
+                    ax.bar([j + i * width for j in range(len(tasks))], vals, width, label=a,
+                           color="#c44e52" if a == "hedgehog" else "#222222" if a == "softmax" else None)
+                ax.set_xticks([j + width * (len(atts) - 1) / 2 for j in range(len(tasks))], tasks)
+                ax.set_ylabel(ylabel)
+                if value == "recovered_pct":
+                    ax.axhline(100, color="k", lw=0.8, ls="--")
+                ax.legend(fontsize=7, ncol=len(atts))
+                ax.set_title(f"MiniLM finetuned-conversion on GLUE ({where}): {ylabel}", fontsize=9)
+                fig.tight_layout()
+                fig.savefig(fig_dir / name, dpi=130)
+                plt.close(fig)
+                made.append(fig_dir / name)
+        wiki = tables.get("smollm2_wikitext" + suffix)
+        if wiki is not None and not wiki.empty:
+            fig, ax = plt.subplots(figsize=(6, 3.4))
+            phases = [c for c in ("zeroshot", "distilled", "lora") if c in wiki.columns]
+            width = 0.8 / max(1, len(phases))
+            for i, p in enumerate(phases):
+                ax.bar([j + i * width for j in range(len(wiki))], wiki[p], width, label=p)
+            ax.set_xticks([j + width * (len(phases) - 1) / 2 for j in range(len(wiki))], wiki["arm"])
+            ax.set_yscale("log")
+            ax.set_ylabel("WikiText-2 test perplexity")
+            ax.legend(fontsize=8)
+            ax.set_title(f"SmolLM2-135M converted ({where}): after distillation and after LoRA", fontsize=9)
             fig.tight_layout()
-            fig.savefig(fig_dir / name, dpi=130)
+            fig.savefig(fig_dir / f"smollm2_wikitext_ppl{suffix}.png", dpi=130)
             plt.close(fig)
-            made.append(fig_dir / name)
-    wiki = tables.get("smollm2_wikitext")
-    if wiki is not None and not wiki.empty:
-        fig, ax = plt.subplots(figsize=(6, 3.4))
-        phases = [c for c in ("zeroshot", "distilled", "lora") if c in wiki.columns]
-        width = 0.8 / max(1, len(phases))
-        for i, p in enumerate(phases):
-            ax.bar([j + i * width for j in range(len(wiki))], wiki[p], width, label=p)
-        ax.set_xticks([j + width * (len(phases) - 1) / 2 for j in range(len(wiki))], wiki["arm"])
-        ax.set_yscale("log")
-        ax.set_ylabel("WikiText-2 test perplexity")
-        ax.legend(fontsize=8)
-        ax.set_title("SmolLM2-135M converted: after distillation and after LoRA", fontsize=9)
-        fig.tight_layout()
-        fig.savefig(fig_dir / "smollm2_wikitext_ppl.png", dpi=130)
-        plt.close(fig)
-        made.append(fig_dir / "smollm2_wikitext_ppl.png")
-    ss = tables.get("samsum")
-    if ss is not None and not ss.empty:
-        fig, ax = plt.subplots(figsize=(7, 3.4))
-        metrics = [m for m in ("rouge1", "rouge2", "rougeL") if m in ss.columns]
-        width = 0.8 / max(1, len(metrics))
-        for i, m in enumerate(metrics):
-            ax.bar([j + i * width for j in range(len(ss))], ss[m], width, label=m)
-        ax.set_xticks([j + width * (len(metrics) - 1) / 2 for j in range(len(ss))], ss["arm"], rotation=20)
-        ax.set_ylabel("ROUGE F1 (x100)")
-        ax.legend(fontsize=8)
-        ax.set_title("SmolLM2-135M on SAMSum (subset of train split as test)", fontsize=9)
-        fig.tight_layout()
-        fig.savefig(fig_dir / "samsum_rouge.png", dpi=130)
-        plt.close(fig)
-        made.append(fig_dir / "samsum_rouge.png")
+            made.append(fig_dir / f"smollm2_wikitext_ppl{suffix}.png")
+        ss = tables.get("samsum" + suffix)
+        if ss is not None and not ss.empty:
+            fig, ax = plt.subplots(figsize=(7, 3.4))
+            metrics = [m for m in ("rouge1", "rouge2", "rougeL") if m in ss.columns]
+            width = 0.8 / max(1, len(metrics))
+            for i, m in enumerate(metrics):
+                ax.bar([j + i * width for j in range(len(ss))], ss[m], width, label=m)
+            ax.set_xticks([j + width * (len(metrics) - 1) / 2 for j in range(len(ss))], ss["arm"], rotation=20)
+            ax.set_ylabel("ROUGE F1 (x100)")
+            ax.legend(fontsize=8)
+            ax.set_title(f"SmolLM2-135M on SAMSum ({where}; subset of train split as test)", fontsize=9)
+            fig.tight_layout()
+            fig.savefig(fig_dir / f"samsum_rouge{suffix}.png", dpi=130)
+            plt.close(fig)
+            made.append(fig_dir / f"samsum_rouge{suffix}.png")
     for key, metric, ylabel in (("ablations_mqar", "test_acc", "MQAR test accuracy"),
                                 ("ablations_glue", "score", "GLUE test score")):
         t = tables.get(key)
@@ -503,14 +524,15 @@ def collect(sources: list[Path], results_dir: Path = RESULTS, fig_dir: Path = FI
         write_table(runs, "runs", results_dir)
         tables["mqar"] = table_mqar(runs, "mqar")
         tables["cpu_mqar"] = table_mqar(runs, "cpu_mqar")
-        tables["wikitext"] = table_wikitext(runs)
-        tables["glue_long"], tables["glue"] = table_glue(runs)
+        for suffix, sub in by_setting(runs):
+            tables["wikitext" + suffix] = table_wikitext(sub)
+            tables["glue_long" + suffix], tables["glue" + suffix] = table_glue(sub)
+            tables["smollm2_wikitext" + suffix], tables["samsum" + suffix] = table_smollm2(sub)
         ref_mqar = ablation_reference(runs, "ablation_mqar", ("mqar", "cpu_mqar")).rename(columns={"test/acc": "test_acc"})
         m = table_ablations(runs.rename(columns={"test/acc": "test_acc"}), "ablation_mqar", ref_mqar, "test_acc")
         tables["ablations_mqar"] = m
         ref_glue = ablation_reference(runs, "ablation_glue", ("glue",)).rename(columns={"test/score": "score"})
         tables["ablations_glue"] = table_ablations(runs.rename(columns={"test/score": "score"}), "ablation_glue", ref_glue, "score")
-        tables["smollm2_wikitext"], tables["samsum"] = table_smollm2(runs)
     if not jobs.empty:
         write_table(jobs, "jobs", results_dir)
     train, gen, eff = table_efficiency(results_dir)
@@ -524,7 +546,8 @@ def collect(sources: list[Path], results_dir: Path = RESULTS, fig_dir: Path = FI
     made = figures(tables, fig_dir)
     print(f"collect: {len(runs)} runs, {len(jobs)} jobs; tables: {', '.join(k for k, t in tables.items() if t is not None and not t.empty)}")
     print(f"collect: figures: {', '.join(p.name for p in made)}")
-    for key in ("mqar", "wikitext", "glue", "smollm2_wikitext", "samsum", "ablations_mqar", "ablations_glue"):
+    for key in ("mqar", "wikitext", "glue", "smollm2_wikitext", "samsum", "wikitext_gpu", "glue_gpu",
+                "smollm2_wikitext_gpu", "samsum_gpu", "ablations_mqar", "ablations_glue"):
         t = tables.get(key)
         if t is not None and not t.empty:
             print(f"\n## {key}\n{(results_dir / f'{key}.md').read_text()}")

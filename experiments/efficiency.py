@@ -240,6 +240,14 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__, "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "train": {}, "generate": {},
     }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def save(done: bool) -> None:  # after every arm, so that a run stopped by a timeout keeps what it measured
+        result["complete"] = done
+        result["wall_time_s"] = round(time.time() - t0, 1)
+        (out / "efficiency.json").write_text(json.dumps(result, indent=2))
+
     for arm in arms:
         result["train"][arm], result["generate"][arm] = [], []
         for seq_len in seq_lens:
@@ -256,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             result["train"][arm].append(row)
             print(f"[efficiency] train {arm:15s} {row}", flush=True)
         if arm.endswith("-torch"):
+            save(False)
             continue  # generation has its own kernel path; one Hedgehog row is enough there
         for batch in (1, args.gen_batch):
             model = arm_model(base, arm)
@@ -266,11 +275,9 @@ def main(argv: list[str] | None = None) -> int:
             del model
             result["generate"][arm].append(row)
             print(f"[efficiency] generate {arm:12s} {row}", flush=True)
-    result["wall_time_s"] = round(time.time() - t0, 1)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+        save(False)
     result["figures"] = [os.path.basename(f) for f in draw(result, Path(args.figures or out / "figures"))]
-    (out / "efficiency.json").write_text(json.dumps(result, indent=2))
+    save(True)
     print(f"[efficiency] wrote {out / 'efficiency.json'} in {result['wall_time_s']} s", flush=True)
     return 0
 

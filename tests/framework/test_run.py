@@ -4,6 +4,7 @@ and the error paths (short message, exit status, no traceback)."""
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -36,6 +37,7 @@ def test_mqar_run_writes_results_csv_and_offline_wandb(tmp_path):
     results = results_of(run_dir)
     assert results["status"] == "complete" and results["attention"] == "softmax"
     assert results["experiment"] == "mqar" and results["data"] == "mqar" and results["model"] == "gpt_tiny"
+    assert results["attention_backend"] == os.environ.get("HEDGEHOG_ATTENTION_BACKEND", "auto")
     assert results["stages"]["train"]["global_step"] == 6 and not results["resumed"]
     for key in ("test/acc", "test/loss", "test/ppl", "val/acc", "val/loss"):
         assert 0 <= results["metrics"][key] < float("inf"), key

@@ -30,6 +30,28 @@ def test_unknown_attention_name_lists_the_registered_ones(tmp_path):
     assert set(attention_choices()) >= {"softmax", "hedgehog", "taylor", "elu", "performer", "cosformer", "t2r"}
 
 
+def test_unknown_attention_backend_lists_the_valid_ones(tmp_path):
+    message = error_for(["attention_backend=cuda"], tmp_path)
+    assert "attention_backend" in message and "'cuda'" in message
+    assert all(name in message for name in ("auto", "torch", "triton"))
+
+
+def test_attention_backend_from_the_config_is_applied(tmp_path):
+    from hedgehog.attention import backend
+
+    cfg = compose_config(["attention_backend=torch"], tmp_path)
+    validate_config(cfg)
+    assert cfg.attention_backend == "torch"
+    previous = backend.get_backend()
+    try:
+        from hedgehog.utils.pipeline import set_backend
+
+        set_backend(cfg.attention_backend)  # what train() does first
+        assert backend.get_backend() == "torch"
+    finally:
+        backend.set_backend(previous)
+
+
 def test_bad_attention_option_is_named(tmp_path):
     message = error_for(["+attention.options.feature_dimm=8"], tmp_path)
     assert "attention.options" in message and "feature_dimm" in message

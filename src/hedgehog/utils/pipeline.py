@@ -37,6 +37,7 @@ from lightning.pytorch.callbacks import Checkpoint, LearningRateMonitor, ModelCh
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from hedgehog.attention.backend import get_backend, set_backend
 from hedgehog.regimes.stages import Stage
 from hedgehog.utils.errors import ConfigError, DataNotFoundError, RunInterrupted
 from hedgehog.utils.results import (
@@ -344,6 +345,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         say(f"This run is complete already (delete {run_dir} to run it again). Results: {results_path}")
         return previous
 
+    if "attention_backend" in cfg:
+        set_backend(cfg.attention_backend)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
     model = build_model(cfg, datamodule)
@@ -367,6 +370,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "experiment": _choice(cfg, "experiment"),
         "attention": OmegaConf.select(cfg, "attention.name"),
         "attention_options": _plain(OmegaConf.select(cfg, "attention.options")),
+        "attention_backend": get_backend(),
         "model": _choice(cfg, "model"),
         "data": _choice(cfg, "data"),
         "regime": _choice(cfg, "regime"),

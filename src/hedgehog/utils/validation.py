@@ -36,6 +36,7 @@ KNOWN_TOP_LEVEL_KEYS = {
     "seed": "random seed",
     "paths": "where data and logs are",
     "attention": "attention type and options (conf/attention/)",
+    "attention_backend": "auto (Triton kernels on CUDA), torch (PyTorch reference only) or triton",
     "model": "the network (conf/model/)",
     "data": "the DataModule (conf/data/)",
     "regime": "the LightningModule (conf/regime/)",
@@ -141,6 +142,14 @@ def _check_scalars(cfg: DictConfig) -> None:
         raise ConfigError(f"seed: expected an int, got {seed!r} ({type(seed).__name__}); e.g. seed=0")
     if not isinstance(cfg.get("task_name"), str) or not cfg.task_name:
         raise ConfigError(f"task_name: expected a non-empty string, got {cfg.get('task_name')!r}")
+    if "attention_backend" in cfg:
+        from hedgehog.attention.backend import BACKENDS
+
+        if str(cfg.attention_backend).strip().lower() not in BACKENDS:
+            raise ConfigError(
+                f"attention_backend: unknown value {cfg.attention_backend!r}; valid: {', '.join(BACKENDS)} "
+                "(auto = Triton kernels for CUDA inputs, PyTorch otherwise; torch = the reference path only)"
+            )
     for key in ("model", "data", "regime", "trainer"):
         node = cfg.get(key)
         if not isinstance(node, DictConfig) or "_target_" not in node:

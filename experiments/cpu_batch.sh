@@ -2,8 +2,8 @@
 # The reproduction experiments at CPU scale: one batch of run.py jobs, one after another, for a 2-core machine
 # without a GPU (about 90 minutes). Same experiment configs as the GPU batches, much smaller budgets:
 #
-#   (4) finetuned-conversion of all-MiniLM-L6-v2 on GLUE SST-2: the softmax teacher once, then every linear
-#       attention from that teacher (distil, then finetune)                        -> $LOGS/glue/sst2_<attention>
+#   (4) finetuned-conversion of all-MiniLM-L6-v2 on GLUE (SST-2 unless GLUE_TASKS says more): the softmax
+#       teacher once per task, then every linear attention from it (distil, then finetune) -> $LOGS/glue/<task>_<attention>
 #   (7) ablations of Hedgehog on the same teacher: no distillation, MSE distillation, softmax-over-features,
 #       random init, feature_dim 16                                                  -> $LOGS/ablation_glue/<name>
 #   (5) pretrained-conversion of SmolLM2-135M on WikiText-2: distil -> test, then LoRA -> test, for Hedgehog,
@@ -17,7 +17,8 @@
 #   python experiments/collect.py $LOGS          # tables and figures into experiments/results, experiments/figures
 #
 # Every job is a plain run.py command (seed 0); rerunning the script skips finished runs (their results.json is
-# complete) and resumes unfinished ones from their last checkpoint. ONLY="glue wikitext" runs some parts only.
+# complete) and resumes unfinished ones from their last checkpoint. ONLY="glue wikitext" runs some parts only;
+# ONLY=glue GLUE_TASKS="cola mrpc stsb rte qnli" GLUE_TYPES="hedgehog t2r elu performer cosformer" adds GLUE tasks.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 LOGS=${LOGS:-/tmp/cpu_runs/cpu_$(date +%F)}
@@ -51,15 +52,25 @@ PYEOF
 }
 say "git $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores, torch $($PY -c 'import torch; print(torch.__version__)')"
 
-# --- (4) + (7) GLUE SST-2, all-MiniLM-L6-v2 ------------------------------------------------------------------
+# A section can be run by a second invocation in parallel (ONLY=wikitext); the first to reach it claims it.
+claim() { local f=$LOGS/$1.claimed; if [ -e "$f" ] && [ "$(cat "$f")" != $$ ] && kill -0 "$(cat "$f")" 2>/dev/null; then say "skip $1: claimed by process $(cat "$f")"; return 1; fi; echo $$ > "$f"; }
+
+# --- (4) + (7) GLUE, all-MiniLM-L6-v2 ----------------------------------------------------------------------------
+# GLUE_TASKS (default sst2) and GLUE_TYPES (default all six linear attentions) choose the arms; each task is a
+# section of its own, so two invocations share the tasks.
 GLUE_SET="model.name_or_path=minilm model.dtype=float32 data.batch_size=32 data.max_length=64 data.eval_batch_size=64 regime.finetune_lr=8e-5 regime.finetune_linear_lr=8e-5 trainer.val_check_interval=100 trainer.limit_val_batches=4"
 FT=300; DS=60; FL=200
-TEACHER=$LOGS/teachers/sst2
+GLUE_TASKS=${GLUE_TASKS:-sst2}
+GLUE_TYPES=${GLUE_TYPES:-"hedgehog t2r elu performer cosformer taylor"}
+TEACHER=$LOGS/teachers/sst2   # the ablations below start from the SST-2 teacher
 if wanted glue; then
-    d=$LOGS/glue/sst2_softmax
-    job teacher_sst2 2400 "mkdir -p $d && touch $d/.keep_checkpoints && $PY run.py experiment=glue_minilm_softmax data=glue/sst2 task_name=glue hydra.run.dir=$d $COMMON $GLUE_SET regime.finetune_steps=$FT && $PY experiments/export_teacher.py $d $TEACHER --model-path minilm"
-    for att in hedgehog t2r elu performer cosformer taylor; do
-        job glue_sst2_$att 1800 "$PY run.py experiment=glue_minilm_$att data=glue/sst2 task_name=glue hydra.run.dir=$LOGS/glue/sst2_$att $COMMON $GLUE_SET regime.teacher_checkpoint=$TEACHER regime.distill_steps=$DS regime.finetune_linear_steps=$FL"
+    for task in $GLUE_TASKS; do
+        claim glue_$task || continue
+        d=$LOGS/glue/${task}_softmax
+        job teacher_$task 2400 "mkdir -p $d && touch $d/.keep_checkpoints && $PY run.py experiment=glue_minilm_softmax data=glue/$task task_name=glue hydra.run.dir=$d $COMMON $GLUE_SET regime.finetune_steps=$FT && $PY experiments/export_teacher.py $d $LOGS/teachers/$task --model-path minilm"
+        for att in $GLUE_TYPES; do
+            job glue_${task}_$att 1800 "$PY run.py experiment=glue_minilm_$att data=glue/$task task_name=glue hydra.run.dir=$LOGS/glue/${task}_$att $COMMON $GLUE_SET regime.teacher_checkpoint=$LOGS/teachers/$task regime.distill_steps=$DS regime.finetune_linear_steps=$FL"
+        done
     done
 fi
 if wanted ablation_glue; then
@@ -87,8 +98,6 @@ fi
 
 # --- (3) train from scratch on WikiText-2 ----------------------------------------------------------------------
 WIKI_SET="model.d_model=128 model.n_layers=2 model.n_heads=2 data.seq_len=128 data.batch_size=16 regime.lr=2e-3 regime.warmup_steps=30 trainer.max_steps=400 trainer.val_check_interval=200 trainer.limit_val_batches=10"
-# A section can be run by a second invocation in parallel (ONLY=wikitext); the first to reach it claims it.
-claim() { local f=$LOGS/$1.claimed; if [ -e "$f" ] && [ "$(cat "$f")" != $$ ] && kill -0 "$(cat "$f")" 2>/dev/null; then say "skip $1: claimed by process $(cat "$f")"; return 1; fi; echo $$ > "$f"; }
 if wanted wikitext && claim wikitext; then
     # Taylor last, with a shorter limit: its 1 + 64 + 64^2 = 4161 features per head are slow on a CPU
     for att in softmax hedgehog elu performer cosformer t2r; do

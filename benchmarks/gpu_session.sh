@@ -10,7 +10,11 @@
 #                   preflight 18%, tests 55%, kernel benchmark 90% (no new length after 80%), decode 100%
 #   WHEELS          a folder of wheels (flash-linear-attention, gguf, ...) installed into /tmp/site first
 #   SKIP_PREFLIGHT=1, SKIP_TESTS=1, SKIP_KERNELS=1, SKIP_DECODE=1   leave a step out
-#   KERNEL_ARGS     extra arguments for benchmarks/kernels.py (e.g. "--lengths 1024 65536")
+#   KERNEL_ARGS     extra arguments for benchmarks/kernels.py (e.g. "--lengths 1024 65536"); default
+#                   "--profile-lengths 65536 --accuracy-lengths" (the accuracy check at the first length only)
+#   AUTOTUNE=1      let the kernels time their tile choices first (HEDGEHOG_KERNELS_AUTOTUNE); off by default:
+#                   on 2026-11-23 tuning the variants of two lengths took most of a 285 s benchmark and kept the
+#                   built-in defaults in 11 of its 16 choices
 #   DECODE_ARGS     extra arguments for benchmarks/decode.py (e.g. "--model" for converted SmolLM2;
 #                   SMOLLM2_GGUF=<file.gguf> tells it where the model is)
 # Outputs: session.log, nvidia_smi.txt, preflight.log, gpu_tests.log, gpu_test_errors.json, kernels.log, kernels.json,
@@ -63,9 +67,9 @@ fi
 
 if [ -z "${SKIP_KERNELS:-}" ]; then
   log "kernel benchmark"
-  HEDGEHOG_KERNELS_AUTOTUNE=1 timeout "$(share_left 90)" \
+  HEDGEHOG_KERNELS_AUTOTUNE=${AUTOTUNE:-0} timeout "$(share_left 90)" \
     python benchmarks/kernels.py --out "$OUT/kernels.json" --png "$OUT/kernels.png" --budget "$(share_left 80)" \
-    ${KERNEL_ARGS:-} 2>&1 | tee "$OUT/kernels.log" | tail -n 45
+    ${KERNEL_ARGS:---profile-lengths 65536 --accuracy-lengths} 2>&1 | tee "$OUT/kernels.log" | tail -n 45
   log "kernel benchmark finished (rc=${PIPESTATUS[0]})"
   if [ -f "$OUT/kernels.json" ] && [ ! -f "$OUT/kernels.png" ]; then
     python benchmarks/plot_kernels.py "$OUT/kernels.json" --png "$OUT/kernels.png" >> "$OUT/session.log" 2>&1 || true

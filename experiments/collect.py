@@ -431,6 +431,26 @@ def _bars(values: pd.Series, labels, ylabel: str, title: str, path: Path, highli
     return path
 
 
+def _grouped_bars(table: pd.DataFrame, label_col: str, series: list[str], ylabel: str, title: str, path: Path,
+                  figsize=(6, 3.4), log=False, rotation=0) -> Path:
+    """One group of bars per row of ``table`` (labelled by ``label_col``), one bar per column in ``series``."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=figsize)
+    width = 0.8 / max(1, len(series))
+    for i, col in enumerate(series):
+        ax.bar([j + i * width for j in range(len(table))], table[col], width, label=col)
+    ax.set_xticks([j + width * (len(series) - 1) / 2 for j in range(len(table))], table[label_col], rotation=rotation)
+    if log:
+        ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
 def figures(tables: dict, fig_dir: Path) -> list[Path]:
     fig_dir.mkdir(parents=True, exist_ok=True)
     plt = _plt()
@@ -470,35 +490,16 @@ def figures(tables: dict, fig_dir: Path) -> list[Path]:
                 made.append(fig_dir / name)
         wiki = tables.get("smollm2_wikitext" + suffix)
         if wiki is not None and not wiki.empty:
-            fig, ax = plt.subplots(figsize=(6, 3.4))
             phases = [c for c in ("zeroshot", "distilled", "lora") if c in wiki.columns]
-            width = 0.8 / max(1, len(phases))
-            for i, p in enumerate(phases):
-                ax.bar([j + i * width for j in range(len(wiki))], wiki[p], width, label=p)
-            ax.set_xticks([j + width * (len(phases) - 1) / 2 for j in range(len(wiki))], wiki["arm"])
-            ax.set_yscale("log")
-            ax.set_ylabel("WikiText-2 test perplexity")
-            ax.legend(fontsize=8)
-            ax.set_title(f"SmolLM2-135M converted ({where}): after distillation and after LoRA", fontsize=9)
-            fig.tight_layout()
-            fig.savefig(fig_dir / f"smollm2_wikitext_ppl{suffix}.png", dpi=130)
-            plt.close(fig)
-            made.append(fig_dir / f"smollm2_wikitext_ppl{suffix}.png")
+            made.append(_grouped_bars(wiki, "arm", phases, "WikiText-2 test perplexity",
+                                      f"SmolLM2-135M converted ({where}): after distillation and after LoRA",
+                                      fig_dir / f"smollm2_wikitext_ppl{suffix}.png", figsize=(6, 3.4), log=True))
         ss = tables.get("samsum" + suffix)
         if ss is not None and not ss.empty:
-            fig, ax = plt.subplots(figsize=(7, 3.4))
             metrics = [m for m in ("rouge1", "rouge2", "rougeL") if m in ss.columns]
-            width = 0.8 / max(1, len(metrics))
-            for i, m in enumerate(metrics):
-                ax.bar([j + i * width for j in range(len(ss))], ss[m], width, label=m)
-            ax.set_xticks([j + width * (len(metrics) - 1) / 2 for j in range(len(ss))], ss["arm"], rotation=20)
-            ax.set_ylabel("ROUGE F1 (x100)")
-            ax.legend(fontsize=8)
-            ax.set_title(f"SmolLM2-135M on SAMSum ({where}; subset of train split as test)", fontsize=9)
-            fig.tight_layout()
-            fig.savefig(fig_dir / f"samsum_rouge{suffix}.png", dpi=130)
-            plt.close(fig)
-            made.append(fig_dir / f"samsum_rouge{suffix}.png")
+            made.append(_grouped_bars(ss, "arm", metrics, "ROUGE F1 (x100)",
+                                      f"SmolLM2-135M on SAMSum ({where}; subset of train split as test)",
+                                      fig_dir / f"samsum_rouge{suffix}.png", figsize=(7, 3.4), rotation=20))
     for key, metric, ylabel in (("ablations_mqar", "test_acc", "MQAR test accuracy"),
                                 ("ablations_glue", "score", "GLUE test score")):
         t = tables.get(key)

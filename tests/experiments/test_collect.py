@@ -1,0 +1,57 @@
+"""experiments/collect.py: runs become per-setting tables (CPU unsuffixed, GPU ``_gpu``), the same run in a later
+batch wins, and a GLUE average is given only over the full set of tasks."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pandas")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def load_collect():
+    spec = importlib.util.spec_from_file_location("collect", REPO / "experiments" / "collect.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_run(root: Path, batch: str, name: str, attention: str, task: str, score: float, teacher: float,
+              accelerator: str) -> None:
+    run = root / batch / "glue" / name
+    run.mkdir(parents=True)
+    (run / "results.json").write_text(json.dumps({
+        "status": "complete", "experiment": f"glue_minilm_{attention}", "attention": attention,
+        "data": f"glue/{task}", "seed": 0, "metrics": {"test/score": score, "teacher/test/score": teacher},
+        "stages": {"finetune_linear": {"global_step": 10}}, "device": {"accelerator": accelerator, "name": "x"},
+    }))
+
+
+def test_glue_tables_per_setting_latest_batch_and_full_task_averages(tmp_path):
+    collect = load_collect()
+    results = tmp_path / "results"
+    runs = results / "runs"
+    for task, soft, hh in (("sst2", 80.0, 76.0), ("rte", 60.0, 57.0)):
+        write_run(runs, "gpu_a", f"{task}_softmax", "softmax", task, soft, soft, "cuda")
+        write_run(runs, "gpu_a", f"{task}_hedgehog", "hedgehog", task, hh, soft, "cuda")
+    write_run(runs, "gpu_a", "sst2_t2r", "t2r", "sst2", 70.0, 80.0, "cuda")      # t2r: one task of two
+    write_run(runs, "gpu_b", "sst2_t2r", "t2r", "sst2", 72.0, 80.0, "cuda")      # a later batch: this one counts
+    write_run(runs, "cpu_a", "sst2_hedgehog", "hedgehog", "sst2", 50.0, 55.0, "cpu")
+    write_run(runs, "cpu_a", "sst2_softmax", "softmax", "sst2", 55.0, 55.0, "cpu")
+
+    tables = collect.collect([], results, tmp_path / "figures")
+
+    gpu = tables["glue_gpu"].set_index("attention")
+    assert gpu.loc["hedgehog", "sst2"] == 76.0 and gpu.loc["hedgehog", "rte"] == 57.0
+    assert gpu.loc["hedgehog", "average"] == pytest.approx(66.5)
+    assert gpu.loc["hedgehog", "recovered_pct_avg"] == pytest.approx(100 * (76 / 80 + 57 / 60) / 2)
+    assert gpu.loc["t2r", "sst2"] == 72.0 and gpu.loc["t2r", "tasks_run"] == 1
+    assert math.isnan(gpu.loc["t2r", "average"])  # no average over a partial set of tasks
+    cpu = tables["glue"].set_index("attention")
+    assert cpu.loc["hedgehog", "sst2"] == 50.0 and "rte" not in cpu.columns  # CPU runs stay in the CPU table
+    assert (results / "glue_gpu.md").is_file() and (tmp_path / "figures" / "glue_scores_gpu.png").is_file()

@@ -263,10 +263,8 @@ def main(argv: list[str] | None = None) -> int:
             del model
             result["train"][arm].append(row)
             print(f"[efficiency] train {arm:15s} {row}", flush=True)
-        if arm.endswith("-torch"):
-            save(False)
-            continue  # generation has its own kernel path; one Hedgehog row is enough there
-        for batch in (1, args.gen_batch):
+        # generation has its own kernel path: one Hedgehog row is enough there, none for the -torch arm
+        for batch in () if arm.endswith("-torch") else (1, args.gen_batch):
             model = arm_model(base, arm)
             try:
                 row = generate_throughput(model, device, batch, args.prompt_len, args.new_tokens, 1, args.gen_repeats, vocab)

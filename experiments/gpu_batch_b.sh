@@ -106,7 +106,7 @@ fi
 # Optional leftovers of batch A: GLUE_ARMS_B="qnli:taylor cola:cosformer" (each task gets its own teacher here)
 for arm in $GLUE_ARMS_B; do
     task=${arm%%:*}; att=${arm##*:}
-    if ! grep -q "^teacher_$task " "$PLAN" && [ "$task" != "$GLUE_TASK" ]; then
+    if ! grep -q "^teacher_$task " "$PLAN"; then
         dir=$LOGS/glue/${task}_softmax
         job teacher_$task $T_TEACH - "$(keep_ckpt "$dir") && { $PY run.py experiment=glue_minilm_softmax data=glue/$task task_name=glue hydra.run.dir=$dir $COMMON $GLUE_SET $SAFE regime.finetune_steps=$FT; $PY experiments/export_teacher.py $dir $TEACH/$task --model-path $MINILM; } && rm -f $dir/.keep_checkpoints"
     fi

@@ -21,14 +21,15 @@ BACKENDS = ("auto", "torch", "triton")
 ENV_VAR = "HEDGEHOG_ATTENTION_BACKEND"
 
 
-def _validate(name: str, source: str) -> str:
+def validate_backend(name: str, source: str) -> str:
+    """``name`` normalised (``" Torch"`` -> ``"torch"``); ValueError naming ``source`` and the valid names if unknown."""
     value = str(name).strip().lower()
     if value not in BACKENDS:
         raise ValueError(f"{source}: unknown attention backend {name!r}; valid: {', '.join(BACKENDS)}")
     return value
 
 
-_backend = _validate(os.environ.get(ENV_VAR, "auto"), ENV_VAR)
+_backend = validate_backend(os.environ.get(ENV_VAR, "auto"), ENV_VAR)
 _kernels: ModuleType | None = None
 _kernels_error: Exception | None = None
 _kernels_tried = False
@@ -42,7 +43,7 @@ def get_backend() -> str:
 def set_backend(name: str) -> None:
     """Choose ``"auto"`` (kernels on CUDA when importable), ``"torch"`` (reference only) or ``"triton"``."""
     global _backend
-    _backend = _validate(name, "set_backend")
+    _backend = validate_backend(name, "set_backend")
 
 
 @contextlib.contextmanager

@@ -143,13 +143,14 @@ def _check_scalars(cfg: DictConfig) -> None:
     if not isinstance(cfg.get("task_name"), str) or not cfg.task_name:
         raise ConfigError(f"task_name: expected a non-empty string, got {cfg.get('task_name')!r}")
     if "attention_backend" in cfg:
-        from hedgehog.attention.backend import BACKENDS
+        from hedgehog.attention.backend import validate_backend
 
-        if str(cfg.attention_backend).strip().lower() not in BACKENDS:
+        try:
+            validate_backend(cfg.attention_backend, "attention_backend")
+        except ValueError as error:
             raise ConfigError(
-                f"attention_backend: unknown value {cfg.attention_backend!r}; valid: {', '.join(BACKENDS)} "
-                "(auto = Triton kernels for CUDA inputs, PyTorch otherwise; torch = the reference path only)"
-            )
+                f"{error} (auto = Triton kernels for CUDA inputs, PyTorch otherwise; torch = the reference path only)"
+            ) from None
     for key in ("model", "data", "regime", "trainer"):
         node = cfg.get(key)
         if not isinstance(node, DictConfig) or "_target_" not in node:

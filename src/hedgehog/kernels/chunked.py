@@ -30,6 +30,7 @@ MAX_BLOCK_X = 128  # head dim (fused) or feature dim (ready-made) per tile
 MAX_BLOCK_F = 128
 MAX_BLOCK_DV = 128
 MAX_STATE = 128 * 64  # BLOCK_F * BLOCK_DV: the fp32 state lives in registers (and tiles in shared memory)
+SCAN_BLOCK_S, SCAN_BLOCK_E = 16, 256  # segments x state entries per scan tile (16 KB of fp32 registers)
 
 
 @dataclass(frozen=True)
@@ -139,8 +140,10 @@ class _Call:
 
     def scan(self, src, dst, stride_dst_bh, groups, reverse, total):
         p = self.p
-        segment_scan_kernel[(p.B * p.Hk, triton.cdiv(p.E, 1024))](
-            src, dst, stride_dst_bh, groups, p.nseg, p.E, REVERSE=reverse, TOTAL=total, BLOCK_E=1024, num_warps=4,
+        block_s = min(SCAN_BLOCK_S, triton.next_power_of_2(p.nseg))
+        segment_scan_kernel[(p.B * p.Hk, triton.cdiv(p.E, SCAN_BLOCK_E))](
+            src, dst, stride_dst_bh, groups, p.nseg, p.E,
+            REVERSE=reverse, TOTAL=total, BLOCK_S=block_s, BLOCK_E=SCAN_BLOCK_E, num_warps=4,
         )
 
 

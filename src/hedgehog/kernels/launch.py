@@ -23,15 +23,17 @@ import triton.language as tl
 TINY = float(torch.finfo(torch.float32).tiny)
 SEGMENT_UNIT = 128  # segments are multiples of this (every tuned BLOCK_N divides it)
 SEGMENT_TOKENS = 1024  # default tokens per segment
-CANDIDATES = ((64, 4, 2), (32, 4, 2), (128, 8, 2))  # (BLOCK_N, num_warps, num_stages) tried when tuning
-# without tuning: the state-only kernels fit in registers with 64-token chunks (wgmma); the others spill least
-# with 32-token chunks (AOT compile for sm_90, Triton 3.6: 72 / 312 / 616 bytes of stack vs 768 / 1624 / 1976)
+CANDIDATES = ((64, 4, 2), (32, 4, 2), (128, 8, 2), (16, 4, 2), (16, 4, 3), (32, 4, 3))  # (BLOCK_N, warps, stages)
+# without tuning (measured on an H100, 2026-11-23, N = 64K, bf16, D 64, F 128; the AOT compile for sm_90 shows
+# the long-chunk variants spilling the loop-carried fp32 state): chunk_dkv 1.65 ms with 16-token chunks vs
+# 2.35 with 32, chunk_output 0.77 ms with 16-token chunks and three pipeline stages vs 0.88 (32, two stages),
+# segment_states 0.20 ms with 32-token chunks vs 0.24 with 64; chunk_dq and chunk_rstate were fastest as they were.
 DEFAULTS = {
-    "segment_states": (64, 4, 2),
+    "segment_states": (32, 4, 2),
     "chunk_rstate": (64, 4, 2),
-    "chunk_output": (32, 4, 2),
+    "chunk_output": (16, 4, 3),
     "chunk_dq": (32, 4, 2),
-    "chunk_dkv": (32, 4, 2),
+    "chunk_dkv": (16, 4, 2),
 }
 # float32 operands: only 32-token chunks without load pipelining fit in shared memory (<= 197 KB of the
 # H100's 227 KB per block; 64-token chunks need 246-262 KB)

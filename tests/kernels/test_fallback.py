@@ -46,3 +46,27 @@ def test_only_stock_exp_hedgehog_maps_are_fused():
     assert not kernels.fusable_hedgehog(_ShiftedHedgehog(4, 16), 4, 16)  # a changed forward is not the kernel's
     assert not kernels.fusable_hedgehog(build_feature_map("hedgehog", 4, 16).double(), 4, 16)
     assert not kernels.fusable_hedgehog(None, 4, 16)
+
+
+@pytest.mark.parametrize("feature, dot, table", [(1, "bf16", "DEFAULTS"), (0, "bf16", "DEFAULTS_FEATURES"),
+                                                  (1, "fp32", "DEFAULTS_FP32")])
+def test_launch_takes_the_tile_defaults_of_its_path(monkeypatch, feature, dot, table):
+    """The fused map and the ready-made-features path have separate measured defaults; float32 its own."""
+    import triton.language as tl
+
+    from hedgehog.kernels import launch
+
+    monkeypatch.delenv("HEDGEHOG_KERNELS_CONFIG", raising=False)
+    monkeypatch.setattr(launch, "autotuning", lambda: False)
+    seen = {}
+
+    class FakeKernel:
+        def __getitem__(self, grid):
+            return lambda *args, **kwargs: seen.update(kwargs)
+
+    dtype = tl.bfloat16 if dot == "bf16" else tl.float32
+    for name in launch.DEFAULTS:
+        cfg = launch.launch(name, FakeKernel(), (1,), [], {"FEATURE": feature, "DOT": dtype}, ("key",), 128)
+        want = launch.DEFAULTS_FP32 if table == "DEFAULTS_FP32" else getattr(launch, table)[name]
+        assert cfg == want and (seen["BLOCK_N"], seen["num_warps"], seen["num_stages"]) == want
+    assert launch.DEFAULTS["chunk_dkv"] != launch.DEFAULTS_FEATURES["chunk_dkv"]

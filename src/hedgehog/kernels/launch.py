@@ -35,6 +35,15 @@ DEFAULTS = {
     "chunk_dq": (32, 4, 2),
     "chunk_dkv": (16, 4, 2),
 }
+# ready-made features (no feature map in the kernel): the 16-token tiles above made this path slower on the
+# H100 (forward+backward 2.81 ms at N = 1K vs 1.78 with these, 2026-11-23), so it keeps its own defaults
+DEFAULTS_FEATURES = {
+    "segment_states": (64, 4, 2),
+    "chunk_rstate": (64, 4, 2),
+    "chunk_output": (32, 4, 2),
+    "chunk_dq": (32, 4, 2),
+    "chunk_dkv": (32, 4, 2),
+}
 # float32 operands: only 32-token chunks without load pipelining fit in shared memory (<= 197 KB of the
 # H100's 227 KB per block; 64-token chunks need 246-262 KB)
 DEFAULTS_FP32 = (32, 4, 1)
@@ -129,9 +138,10 @@ def launch(
     fp32 = constexprs.get("DOT") == tl.float32
     cfg = _env_configs().get(name) or _tuned.get((name,) + key)
     if cfg is None:
-        cfg = DEFAULTS_FP32 if fp32 else DEFAULTS[name]
+        defaults = DEFAULTS if constexprs.get("FEATURE", 1) else DEFAULTS_FEATURES
+        cfg = DEFAULTS_FP32 if fp32 else defaults[name]
         if autotuning() and block_n is None and not fp32:
-            cfg = _search(name, kernel, grid, args, constexprs, seg, reset)
+            cfg = _search(name, kernel, grid, args, constexprs, seg, reset, defaults[name])
             _tuned[(name,) + key] = cfg
             if reset is not None:
                 reset()
@@ -149,8 +159,8 @@ def launch(
     return cfg
 
 
-def _search(name, kernel, grid, args, constexprs, seg, reset) -> tuple[int, int, int]:
-    best, best_ms = DEFAULTS[name], float("inf")
+def _search(name, kernel, grid, args, constexprs, seg, reset, default) -> tuple[int, int, int]:
+    best, best_ms = default, float("inf")
     for bn, warps, stages in CANDIDATES:
         if seg % bn:
             continue

@@ -15,7 +15,8 @@
 3. Figures (PNG) go to ``experiments/figures/``.
 
 A run's experiment is the folder it ran in (the batch scripts name them): ``mqar``, ``wikitext``, ``glue``,
-``ablation_mqar``, ``ablation_glue``, ``wikitext_smollm2``, ``samsum_smollm2``, ``cpu_mqar``; the analysis and
+``ablation_mqar``, ``ablation_glue``, ``wikitext_smollm2``, ``samsum_smollm2``, ``cpu_mqar``, ``mqar_recipe`` and
+``ablation_mqar_recipe`` (MQAR on CPU with the recipe that learns: lr 1e-3, no weight decay); the analysis and
 efficiency scripts write their own JSON (``analysis/analysis_<model>.json``, ``efficiency/efficiency.json``).
 When the same run exists in several batches, tables use the latest batch (by name) and say which.
 """
@@ -455,7 +456,8 @@ def figures(tables: dict, fig_dir: Path) -> list[Path]:
     fig_dir.mkdir(parents=True, exist_ok=True)
     plt = _plt()
     made = []
-    for key, title in (("mqar", "MQAR recall accuracy (test)"), ("cpu_mqar", "MQAR, CPU-sized setting (test)")):
+    for key, title in (("mqar", "MQAR recall accuracy (test)"), ("cpu_mqar", "MQAR, CPU-sized setting (test)"),
+                       ("mqar_recipe", "MQAR, CPU-sized, lr 1e-3, 2,000 steps (test)")):
         t = tables.get(key)
         if t is not None and not t.empty:
             made.append(_bars(t["test_acc"], list(t["attention"]), "accuracy", title, fig_dir / f"{key}_accuracy.png"))
@@ -501,6 +503,7 @@ def figures(tables: dict, fig_dir: Path) -> list[Path]:
                                       f"SmolLM2-135M on SAMSum ({where}; subset of train split as test)",
                                       fig_dir / f"samsum_rouge{suffix}.png", figsize=(7, 3.4), rotation=20))
     for key, metric, ylabel in (("ablations_mqar", "test_acc", "MQAR test accuracy"),
+                                ("ablations_mqar_recipe", "test_acc", "MQAR test accuracy (lr 1e-3, 2,000 steps)"),
                                 ("ablations_glue", "score", "GLUE test score")):
         t = tables.get(key)
         if t is not None and not t.empty and metric in t.columns:
@@ -525,6 +528,7 @@ def collect(sources: list[Path], results_dir: Path = RESULTS, fig_dir: Path = FI
         write_table(runs, "runs", results_dir)
         tables["mqar"] = table_mqar(runs, "mqar")
         tables["cpu_mqar"] = table_mqar(runs, "cpu_mqar")
+        tables["mqar_recipe"] = table_mqar(runs, "mqar_recipe")
         for suffix, sub in by_setting(runs):
             tables["wikitext" + suffix] = table_wikitext(sub)
             tables["glue_long" + suffix], tables["glue" + suffix] = table_glue(sub)
@@ -532,6 +536,9 @@ def collect(sources: list[Path], results_dir: Path = RESULTS, fig_dir: Path = FI
         ref_mqar = ablation_reference(runs, "ablation_mqar", ("mqar", "cpu_mqar")).rename(columns={"test/acc": "test_acc"})
         m = table_ablations(runs.rename(columns={"test/acc": "test_acc"}), "ablation_mqar", ref_mqar, "test_acc")
         tables["ablations_mqar"] = m
+        acc = runs.rename(columns={"test/acc": "test_acc"})
+        ref_recipe = ablation_reference(acc, "ablation_mqar_recipe", ("mqar_recipe",))
+        tables["ablations_mqar_recipe"] = table_ablations(acc, "ablation_mqar_recipe", ref_recipe, "test_acc")
         ref_glue = ablation_reference(runs, "ablation_glue", ("glue",)).rename(columns={"test/score": "score"})
         tables["ablations_glue"] = table_ablations(runs.rename(columns={"test/score": "score"}), "ablation_glue", ref_glue, "score")
     if not jobs.empty:
@@ -547,7 +554,7 @@ def collect(sources: list[Path], results_dir: Path = RESULTS, fig_dir: Path = FI
     made = figures(tables, fig_dir)
     print(f"collect: {len(runs)} runs, {len(jobs)} jobs; tables: {', '.join(k for k, t in tables.items() if t is not None and not t.empty)}")
     print(f"collect: figures: {', '.join(p.name for p in made)}")
-    for key in ("mqar", "wikitext", "glue", "smollm2_wikitext", "samsum", "wikitext_gpu", "glue_gpu",
+    for key in ("mqar", "mqar_recipe", "ablations_mqar_recipe", "wikitext", "glue", "smollm2_wikitext", "samsum", "wikitext_gpu", "glue_gpu",
                 "smollm2_wikitext_gpu", "samsum_gpu", "ablations_mqar", "ablations_glue"):
         t = tables.get(key)
         if t is not None and not t.empty:

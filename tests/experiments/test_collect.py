@@ -55,3 +55,33 @@ def test_glue_tables_per_setting_latest_batch_and_full_task_averages(tmp_path):
     cpu = tables["glue"].set_index("attention")
     assert cpu.loc["hedgehog", "sst2"] == 50.0 and "rte" not in cpu.columns  # CPU runs stay in the CPU table
     assert (results / "glue_gpu.md").is_file() and (tmp_path / "figures" / "glue_scores_gpu.png").is_file()
+
+
+def write_mqar(root: Path, batch: str, family: str, name: str, attention: str, acc: float, options=None) -> None:
+    run = root / batch / family / name
+    run.mkdir(parents=True)
+    (run / "results.json").write_text(json.dumps({
+        "status": "complete", "experiment": f"mqar_{attention}", "attention": attention,
+        "attention_options": options or {}, "data": "mqar", "seed": 0, "metrics": {"test/acc": acc},
+        "stages": {"train": {"global_step": 2000}}, "device": {"accelerator": "cpu", "name": "x"},
+    }))
+
+
+def test_mqar_recipe_table_and_its_ablations_against_the_same_batch_reference(tmp_path):
+    collect = load_collect()
+    results = tmp_path / "results"
+    runs = results / "runs"
+    write_mqar(runs, "cpu_b", "mqar_recipe", "softmax", "softmax", 0.98)
+    write_mqar(runs, "cpu_b", "mqar_recipe", "hedgehog", "hedgehog", 0.90)
+    write_mqar(runs, "cpu_a", "cpu_mqar", "hedgehog", "hedgehog", 0.25)  # another setting: not the reference
+    write_mqar(runs, "cpu_b", "ablation_mqar_recipe", "init_random", "hedgehog", 0.70, {"init": "random"})
+
+    tables = collect.collect([], results, tmp_path / "figures")
+
+    recipe = tables["mqar_recipe"].set_index("attention")
+    assert recipe.loc["softmax", "test_acc"] == 0.98 and recipe.loc["hedgehog", "test_acc"] == 0.90
+    assert tables["cpu_mqar"].set_index("attention").loc["hedgehog", "test_acc"] == 0.25
+    abl = tables["ablations_mqar_recipe"].set_index("setting")
+    assert abl.loc["hedgehog (default)", "test_acc"] == 0.90 and abl.loc["init_random", "test_acc"] == 0.70
+    assert (tmp_path / "figures" / "mqar_recipe_accuracy.png").is_file()
+    assert (tmp_path / "figures" / "ablations_mqar_recipe.png").is_file()

@@ -15,8 +15,9 @@
 3. Figures (PNG) go to ``experiments/figures/``.
 
 A run's experiment is the folder it ran in (the batch scripts name them): ``mqar``, ``wikitext``, ``glue``,
-``ablation_mqar``, ``ablation_glue``, ``wikitext_smollm2``, ``samsum_smollm2``, ``cpu_mqar``, ``mqar_recipe`` and
-``ablation_mqar_recipe`` (MQAR on CPU with the recipe that learns: lr 1e-3, no weight decay); the analysis and
+``ablation_mqar``, ``ablation_glue``, ``wikitext_smollm2``, ``samsum_smollm2``, ``cpu_mqar``, ``mqar_recipe``,
+``mqar_recipe_long`` and ``ablation_mqar_recipe`` (MQAR on CPU with the recipe that learns: lr 1e-3, no weight
+decay; 2,000 and 6,000 steps); the analysis and
 efficiency scripts write their own JSON (``analysis/analysis_<model>.json``, ``efficiency/efficiency.json``).
 When the same run exists in several batches, tables use the latest batch (by name) and say which.
 """
@@ -457,7 +458,8 @@ def figures(tables: dict, fig_dir: Path) -> list[Path]:
     plt = _plt()
     made = []
     for key, title in (("mqar", "MQAR recall accuracy (test)"), ("cpu_mqar", "MQAR, CPU-sized setting (test)"),
-                       ("mqar_recipe", "MQAR, CPU-sized, lr 1e-3, 2,000 steps (test)")):
+                       ("mqar_recipe", "MQAR, CPU-sized, lr 1e-3, 2,000 steps (test)"),
+                       ("mqar_recipe_long", "MQAR, CPU-sized, lr 1e-3, 6,000 steps (test)")):
         t = tables.get(key)
         if t is not None and not t.empty:
             made.append(_bars(t["test_acc"], list(t["attention"]), "accuracy", title, fig_dir / f"{key}_accuracy.png"))
@@ -529,6 +531,7 @@ def collect(sources: list[Path], results_dir: Path = RESULTS, fig_dir: Path = FI
         tables["mqar"] = table_mqar(runs, "mqar")
         tables["cpu_mqar"] = table_mqar(runs, "cpu_mqar")
         tables["mqar_recipe"] = table_mqar(runs, "mqar_recipe")
+        tables["mqar_recipe_long"] = table_mqar(runs, "mqar_recipe_long")
         for suffix, sub in by_setting(runs):
             tables["wikitext" + suffix] = table_wikitext(sub)
             tables["glue_long" + suffix], tables["glue" + suffix] = table_glue(sub)
@@ -537,7 +540,7 @@ def collect(sources: list[Path], results_dir: Path = RESULTS, fig_dir: Path = FI
         m = table_ablations(runs.rename(columns={"test/acc": "test_acc"}), "ablation_mqar", ref_mqar, "test_acc")
         tables["ablations_mqar"] = m
         acc = runs.rename(columns={"test/acc": "test_acc"})
-        ref_recipe = ablation_reference(acc, "ablation_mqar_recipe", ("mqar_recipe",))
+        ref_recipe = ablation_reference(acc, "ablation_mqar_recipe", ("mqar_recipe", "mqar_recipe_long"))
         tables["ablations_mqar_recipe"] = table_ablations(acc, "ablation_mqar_recipe", ref_recipe, "test_acc")
         ref_glue = ablation_reference(runs, "ablation_glue", ("glue",)).rename(columns={"test/score": "score"})
         tables["ablations_glue"] = table_ablations(runs.rename(columns={"test/score": "score"}), "ablation_glue", ref_glue, "score")
@@ -554,7 +557,7 @@ def collect(sources: list[Path], results_dir: Path = RESULTS, fig_dir: Path = FI
     made = figures(tables, fig_dir)
     print(f"collect: {len(runs)} runs, {len(jobs)} jobs; tables: {', '.join(k for k, t in tables.items() if t is not None and not t.empty)}")
     print(f"collect: figures: {', '.join(p.name for p in made)}")
-    for key in ("mqar", "mqar_recipe", "ablations_mqar_recipe", "wikitext", "glue", "smollm2_wikitext", "samsum", "wikitext_gpu", "glue_gpu",
+    for key in ("mqar", "mqar_recipe", "mqar_recipe_long", "ablations_mqar_recipe", "wikitext", "glue", "smollm2_wikitext", "samsum", "wikitext_gpu", "glue_gpu",
                 "smollm2_wikitext_gpu", "samsum_gpu", "ablations_mqar", "ablations_glue"):
         t = tables.get(key)
         if t is not None and not t.empty:

@@ -28,6 +28,8 @@ from typing import Any, Literal, Union
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue, OmegaConfBaseException
 
+from hedgehog.attention.backend import validate_backend
+
 from hedgehog.utils.errors import ConfigError, DataNotFoundError
 
 # Top-level keys run.py understands. A key outside this set is a typo or a leftover: it would be ignored.
@@ -143,8 +145,6 @@ def _check_scalars(cfg: DictConfig) -> None:
     if not isinstance(cfg.get("task_name"), str) or not cfg.task_name:
         raise ConfigError(f"task_name: expected a non-empty string, got {cfg.get('task_name')!r}")
     if "attention_backend" in cfg:
-        from hedgehog.attention.backend import validate_backend
-
         try:
             validate_backend(cfg.attention_backend, "attention_backend")
         except ValueError as error:

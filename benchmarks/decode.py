@@ -160,23 +160,25 @@ def find_gguf() -> Path | None:
 @torch.no_grad()
 def generation_speed(model, cache, batch: int, context: int, new_tokens: int, device) -> dict:
     """Prefill ``context`` random tokens, then time ``new_tokens`` greedy single-token steps."""
+    from hedgehog.conversion import cache_argument, returned_cache
+
     vocab = model.config.vocab_size
     ids = torch.randint(0, vocab, (batch, context), device=device)
     torch.cuda.synchronize()
     start = time.perf_counter()
-    out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)  # no [B, L, vocab] logits
+    out = model(input_ids=ids, **{cache_argument(model): cache}, use_cache=True, logits_to_keep=1)  # no [B, L, vocab] logits
     torch.cuda.synchronize()
     prefill_s = time.perf_counter() - start
-    past = out.past_key_values
+    past = returned_cache(out)
     token = out.logits[:, -1:].argmax(-1)
     for _ in range(2):  # warm-up steps (not timed)
-        out = model(input_ids=token, past_key_values=past, use_cache=True)
-        past, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+        out = model(input_ids=token, **{cache_argument(model): past}, use_cache=True)
+        past, token = returned_cache(out), out.logits[:, -1:].argmax(-1)
     torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(new_tokens):
-        out = model(input_ids=token, past_key_values=past, use_cache=True)
-        past, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+        out = model(input_ids=token, **{cache_argument(model): past}, use_cache=True)
+        past, token = returned_cache(out), out.logits[:, -1:].argmax(-1)
     torch.cuda.synchronize()
     decode_s = time.perf_counter() - start
     return {"prefill_s": prefill_s, "decode_ms_per_step": decode_s / new_tokens * 1e3,

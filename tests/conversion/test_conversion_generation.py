@@ -8,7 +8,7 @@ import torch
 from transformers import DynamicCache
 
 from conversion_models import batch, tiny_gpt2, tiny_llama
-from hedgehog.conversion import LinearAttentionCache, convert
+from hedgehog.conversion import LinearAttentionCache, cache_argument, convert, returned_cache
 
 
 def greedy(model, ids, mask, new_tokens, **kwargs):
@@ -24,7 +24,7 @@ def test_llama_cached_generation_equals_recompute_with_left_padding(attention):
     ids, mask = batch(batch_size=3, length=8, left_pad=3)
     cached = greedy(model, ids, mask, 6, return_dict_in_generate=True)
     recomputed = greedy(model, ids, mask, 6, use_cache=False)
-    assert isinstance(cached.past_key_values, LinearAttentionCache)  # picked by generate itself
+    assert isinstance(returned_cache(cached), LinearAttentionCache)  # picked by generate itself
     assert torch.equal(cached.sequences, recomputed)
 
 
@@ -32,7 +32,7 @@ def test_gpt2_cached_generation_equals_recompute():
     model = convert(tiny_gpt2(), "hedgehog")
     ids, mask = batch(batch_size=2, length=6)
     cached = greedy(model, ids, mask, 6, return_dict_in_generate=True)
-    assert isinstance(cached.past_key_values, LinearAttentionCache)
+    assert isinstance(returned_cache(cached), LinearAttentionCache)
     assert torch.equal(cached.sequences, greedy(model, ids, mask, 6, use_cache=False))
 
 
@@ -51,10 +51,10 @@ def test_cached_logits_match_the_full_forward():
     with torch.no_grad():
         full = model(input_ids=ids, attention_mask=mask).logits
         cache = LinearAttentionCache(model.config)
-        prefix = model(input_ids=ids[:, :7], attention_mask=mask[:, :7], past_key_values=cache, use_cache=True)
+        prefix = model(input_ids=ids[:, :7], attention_mask=mask[:, :7], **{cache_argument(model): cache}, use_cache=True)
         steps = [prefix.logits]
         for t in range(7, 10):
-            out = model(input_ids=ids[:, t:t + 1], attention_mask=mask[:, :t + 1], past_key_values=cache, use_cache=True)
+            out = model(input_ids=ids[:, t:t + 1], attention_mask=mask[:, :t + 1], **{cache_argument(model): cache}, use_cache=True)
             steps.append(out.logits)
     assert cache.get_seq_length() == 10
     assert torch.allclose(torch.cat(steps, dim=1)[:, 2:], full[:, 2:], atol=1e-5)
@@ -66,7 +66,7 @@ def test_state_size_does_not_grow_with_length():
     sizes = {}
     for new_tokens in (5, 50):
         cache = LinearAttentionCache(model.config)
-        greedy(model, ids, mask, new_tokens, past_key_values=cache)
+        greedy(model, ids, mask, new_tokens, **{cache_argument(model): cache})
         assert cache.get_seq_length() == 4 + new_tokens - 1  # the last token is emitted, never fed back
         sizes[new_tokens] = [(tuple(l.state.S.shape), tuple(l.state.z.shape)) for l in cache.layers]
         sizes[new_tokens].append(cache.state_nbytes())
@@ -82,8 +82,8 @@ def test_key_value_cache_still_gives_the_same_result():
     with torch.no_grad():
         full = model(input_ids=ids, attention_mask=mask).logits
         cache = DynamicCache(config=model.config)
-        first = model(input_ids=ids[:, :6], attention_mask=mask[:, :6], past_key_values=cache, use_cache=True).logits
-        rest = model(input_ids=ids[:, 6:], attention_mask=mask, past_key_values=cache, use_cache=True).logits
+        first = model(input_ids=ids[:, :6], attention_mask=mask[:, :6], **{cache_argument(model): cache}, use_cache=True).logits
+        rest = model(input_ids=ids[:, 6:], attention_mask=mask, **{cache_argument(model): cache}, use_cache=True).logits
     assert torch.allclose(torch.cat([first, rest], dim=1)[:, 2:], full[:, 2:], atol=1e-5)
 
 
@@ -109,7 +109,7 @@ def test_generation_cache_choice_survives_copy_pickle_and_lora():
     twins = [copy.deepcopy(model), pickle.loads(pickle.dumps(model)), apply_lora(copy.deepcopy(model), ["c_attn"])]
     for twin in twins:
         out = greedy(twin, ids, mask, 3, return_dict_in_generate=True)
-        assert isinstance(out.past_key_values, LinearAttentionCache), type(twin)
+        assert isinstance(returned_cache(out), LinearAttentionCache), type(twin)
 
 
 def test_key_value_cache_implementations_are_refused():

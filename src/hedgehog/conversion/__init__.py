@@ -13,10 +13,12 @@ from hedgehog.conversion.convert import (
     CONFIG_SECTION,
     SUPPORTED_MODELS,
     attention_modules,
+    cache_argument,
     conversion_info,
     convert,
     converted_layers,
     is_converted,
+    returned_cache,
 )
 from hedgehog.conversion.distillation import (
     distillation,
@@ -41,6 +43,7 @@ __all__ = [
     "RecurrentStateLayer",
     "apply_lora",
     "attention_modules",
+    "cache_argument",
     "conversion_info",
     "convert",
     "converted_layers",
@@ -52,6 +55,7 @@ __all__ = [
     "linear_module_names",
     "load_converted",
     "pop_distillation_loss",
+    "returned_cache",
     "save_converted",
     "set_distillation",
     "teacher_student_metrics",

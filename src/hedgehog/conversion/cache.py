@@ -101,7 +101,7 @@ class LinearAttentionCache(Cache):
     """Cache of ``num_layers`` ``RecurrentStateLayer``s for a converted causal LM.
 
     Build with ``LinearAttentionCache(model.config)`` (or ``LinearAttentionCache(num_layers=L)``) and pass it as
-    ``past_key_values``; ``generate`` on a converted model creates one by itself.
+    the model's cache argument (``cache_argument(model)``); ``generate`` on a converted model creates one by itself.
     """
 
     def __init__(self, config=None, *, num_layers: int | None = None) -> None:

@@ -29,7 +29,20 @@ SUPPORTED_MODELS = (
     "Llama-style decoders (LlamaModel, LlamaForCausalLM), and other transformers models whose self-attention "
     "modules dispatch through transformers' AttentionInterface"
 )
-_CACHE_ARGUMENTS = ("past_key_values", "past_key_value", "layer_past")
+# The name under which transformers hands the cache to attention modules and ``generate``: ``past_key_values``
+# (older releases; also ``past_key_value`` / ``layer_past``) or ``cache`` (5.24 and later).
+_CACHE_ARGUMENTS = ("cache", "past_key_values", "past_key_value", "layer_past")
+
+
+@lru_cache(maxsize=None)
+def _generation_cache_key(cls: type) -> str:
+    """``"cache"`` if ``cls.forward`` takes its cache under that name (transformers >= 5.24), else
+    ``"past_key_values"``."""
+    try:
+        parameters = inspect.signature(cls.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in parameters else "past_key_values"
 
 
 @lru_cache(maxsize=None)
@@ -130,7 +143,8 @@ class _PrepareLinearCache:
         self.model = model
 
     def __call__(self, generation_config, model_kwargs, *args, **kwargs):
-        if model_kwargs.get("past_key_values") is None and generation_config.use_cache is not False:
+        user_cache = any(model_kwargs.get(name) is not None for name in ("cache", "past_key_values"))
+        if not user_cache and generation_config.use_cache is not False:
             implementation = getattr(generation_config, "cache_implementation", None)
             if implementation not in (None, "dynamic"):
                 raise ValueError(
@@ -138,10 +152,24 @@ class _PrepareLinearCache:
                     "linear-attention model generates with its recurrent LinearAttentionCache (leave "
                     "cache_implementation unset, or pass use_cache=False to recompute)"
                 )
-            model_kwargs["past_key_values"] = LinearAttentionCache(self.model.config)
+            model_kwargs[_generation_cache_key(type(self.model))] = LinearAttentionCache(self.model.config)
             return None
         original = type(self.model)._prepare_cache_for_generation
         return original(self.model, generation_config, model_kwargs, *args, **kwargs)
+
+
+def cache_argument(model: nn.Module) -> str:
+    """The keyword under which ``model`` (a transformers model, or a peft wrapper of one) takes its cache:
+    ``"cache"`` on transformers >= 5.24, ``"past_key_values"`` before. ``model(**{cache_argument(model): cache})``
+    works on both."""
+    return _generation_cache_key(type(_unwrap(model)))
+
+
+def returned_cache(output):
+    """The cache a forward or ``generate`` output carries (``output.cache``, or ``output.past_key_values`` on
+    transformers < 5.24)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else getattr(output, "past_key_values", None)
 
 
 def _check_model(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -132,7 +132,7 @@ def load_runs(runs_dir: Path) -> pd.DataFrame:
             "status": r.get("status"), "seed": r.get("seed"), "wall_time_s": r.get("wall_time_s"),
             "resumed": r.get("resumed"), "num_parameters": r.get("num_parameters"),
             "accelerator": (r.get("device") or {}).get("accelerator"),
-            "setting": _setting((r.get("device") or {}).get("accelerator")),
+            "setting": _setting((r.get("device") or {}).get("accelerator"), (r.get("device") or {}).get("name")),
             "device_name": (r.get("device") or {}).get("name"),
             "precision": (r.get("device") or {}).get("precision"),
             "git_commit": (r.get("git") or {}).get("commit"),
@@ -149,10 +149,15 @@ def load_runs(runs_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _setting(accelerator) -> str:
-    """``gpu`` for runs on a CUDA device, ``cpu`` otherwise: the two settings have their own sizes and budgets,
-    so each gets its own tables (GPU tables carry the suffix ``_gpu``)."""
-    return "gpu" if str(accelerator or "").lower() in ("cuda", "gpu") else "cpu"
+SETTINGS = (("cpu", "", "CPU"), ("gpu", "_gpu", "H100"), ("h200", "_h200", "H200"))
+
+
+def _setting(accelerator, device_name=None) -> str:
+    """``cpu``, ``h200`` for runs on an H200, ``gpu`` for other CUDA devices (the H100 batches of 2026-11-23): each
+    setting has its own sizes, budgets and device, so each gets its own tables (suffixes in ``SETTINGS``)."""
+    if str(accelerator or "").lower() not in ("cuda", "gpu"):
+        return "cpu"
+    return "h200" if "H200" in str(device_name or "").upper() else "gpu"
 
 
 def _csv_only_runs(runs_dir: Path, have: set[Path]) -> list[dict]:
@@ -214,7 +219,7 @@ def load_jobs(runs_dir: Path) -> pd.DataFrame:
 def by_setting(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """(table-name suffix, runs) per setting that has runs: CPU runs unsuffixed, GPU runs ``_gpu``."""
     out = []
-    for setting, suffix in (("cpu", ""), ("gpu", "_gpu")):
+    for setting, suffix, _ in SETTINGS:
         sub = runs[runs["setting"] == setting] if "setting" in runs.columns else runs.iloc[0:0]
         if not sub.empty:
             out.append((suffix, sub))
@@ -278,6 +283,35 @@ def table_wikitext(runs: pd.DataFrame) -> pd.DataFrame:
                       "steps": df["steps"], "seed": df["seed"], "device": df["device_name"],
                       "wall_time_s": df["wall_time_s"], "batch": df["batch"]})
     return t.set_index("attention").loc[_order(t["attention"])].reset_index()
+
+
+def _seed_stem(name: str) -> str:
+    """``hedgehog_s1`` -> ``hedgehog``: the run name without its ``_s<seed>`` suffix."""
+    head, sep, tail = str(name).rpartition("_s")
+    return head if sep and tail.isdigit() else str(name)
+
+
+def table_seeds(runs: pd.DataFrame, family: str, metric: str, label: str = "attention") -> pd.DataFrame:
+    """One row per setting of a multi-seed family (run names ``<setting>_s<seed>``): the metric of every seed, its
+    mean and standard deviation, and the steps each seed ran (runs stopped by a deadline ran fewer)."""
+    df = latest(runs[runs["family"] == family], ["name"])
+    if df.empty:
+        return pd.DataFrame()
+    df = df.assign(_stem=df["name"].map(_seed_stem), _value=_col(df, metric)).sort_values(["_stem", "seed"])
+    rows = []
+    for stem, g in df.groupby("_stem", sort=False):
+        vals = g["_value"].astype(float)
+        rows.append({
+            label: stem, "seeds": len(g), f"{metric}_mean": vals.mean(),
+            f"{metric}_std": vals.std(ddof=1) if len(g) > 1 else float("nan"),
+            "per_seed": " ".join(f"s{int(sd)}={v:.4g}" for sd, v in zip(g["seed"], vals)),
+            "steps_per_seed": " ".join(f"s{int(sd)}={st.split(':')[-1]}" for sd, st in zip(g["seed"], g["steps"])),
+            "batches": " ".join(sorted(set(g["batch"]))),
+        })
+    t = pd.DataFrame(rows)
+    if label == "attention":
+        return t.set_index(label).loc[_order(t[label])].reset_index()
+    return t
 
 
 def table_glue(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -374,13 +408,18 @@ def table_smollm2(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def table_efficiency(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict | None]:
+    """Training and generation rows of every ``efficiency.json`` under ``results_dir`` (one per device and
+    session), each row with the device, date and prompt length of its run; the last file's JSON is returned."""
     paths = sorted(results_dir.rglob("efficiency.json"))
     if not paths:
         return pd.DataFrame(), pd.DataFrame(), None
-    eff = json.loads(paths[-1].read_text())
-    train = pd.DataFrame([{"arm": a, **r} for a, rows in eff["train"].items() for r in rows])
-    gen = pd.DataFrame([{"arm": a, **r} for a, rows in eff["generate"].items() for r in rows])
-    return train, gen, eff
+    train, gen, eff = [], [], None
+    for path in paths:
+        eff = json.loads(path.read_text())
+        where = {"device": eff.get("device"), "date": str(eff.get("date", ""))[:10]}
+        train += [{**where, "arm": a, **r} for a, rows in eff["train"].items() for r in rows]
+        gen += [{**where, "arm": a, **r} for a, rows in eff["generate"].items() for r in rows]
+    return pd.DataFrame(train), pd.DataFrame(gen), eff
 
 
 def table_analysis(results_dir: Path) -> dict[str, pd.DataFrame]:
@@ -463,7 +502,7 @@ def figures(tables: dict, fig_dir: Path) -> list[Path]:
         t = tables.get(key)
         if t is not None and not t.empty:
             made.append(_bars(t["test_acc"], list(t["attention"]), "accuracy", title, fig_dir / f"{key}_accuracy.png"))
-    for suffix, where in (("", "CPU"), ("_gpu", "H100")):  # one set of figures per setting
+    for _, suffix, where in SETTINGS:  # one set of figures per setting
         t = tables.get("wikitext" + suffix)
         if t is not None and not t.empty:
             made.append(_bars(t["test_ppl"], list(t["attention"]), "test perplexity (lower is better)",
@@ -504,6 +543,17 @@ def figures(tables: dict, fig_dir: Path) -> list[Path]:
             made.append(_grouped_bars(ss, "arm", metrics, "ROUGE F1 (x100)",
                                       f"SmolLM2-135M on SAMSum ({where}; subset of train split as test)",
                                       fig_dir / f"samsum_rouge{suffix}.png", figsize=(7, 3.4), rotation=20))
+    for key, col, ylabel, title in (("mqar_seeds", "test/acc_mean", "MQAR test accuracy (mean over seeds)",
+                                     "MQAR on H200, lr 1e-3 recipe, seeds 0-2 (steps differ: see table)"),
+                                    ("wikitext_seeds_h200", "test/ppl_mean", "test perplexity (mean of 2 seeds)",
+                                     "GPT from scratch on WikiText-2 (trained on valid split; H200)"),
+                                    ("ablations_mqar_seeds", "test/acc_mean", "MQAR test accuracy",
+                                     "Hedgehog ablations on MQAR, H200, seed 2 (steps differ: see table)")):
+        t = tables.get(key)
+        if t is not None and not t.empty and col in t.columns:
+            first = t.columns[0]
+            made.append(_bars(t[col], list(t[first]), ylabel, title, fig_dir / f"{key}.png",
+                              highlight="hedgehog", fmt="{:.3g}", log="ppl" in col))
     for key, metric, ylabel in (("ablations_mqar", "test_acc", "MQAR test accuracy"),
                                 ("ablations_mqar_recipe", "test_acc", "MQAR test accuracy (lr 1e-3; steps in the table)"),
                                 ("ablations_glue", "score", "GLUE test score")):
@@ -532,8 +582,16 @@ def collect(sources: list[Path], results_dir: Path = RESULTS, fig_dir: Path = FI
         tables["cpu_mqar"] = table_mqar(runs, "cpu_mqar")
         tables["mqar_recipe"] = table_mqar(runs, "mqar_recipe")
         tables["mqar_recipe_long"] = table_mqar(runs, "mqar_recipe_long")
+        tables["mqar_seeds"] = table_seeds(runs, "mqar_seeds", "test/acc")
+        abl = table_seeds(runs, "ablation_mqar_seeds", "test/acc", label="setting")
+        if not abl.empty:  # the default Hedgehog runs of that family are its reference
+            abl["setting"] = abl["setting"].replace({"hedgehog": "hedgehog (default)"})
+            abl = abl.assign(_o=(abl["setting"] != "hedgehog (default)").astype(int)).sort_values(["_o", "setting"]).drop(columns="_o")
+        tables["ablations_mqar_seeds"] = abl
         for suffix, sub in by_setting(runs):
             tables["wikitext" + suffix] = table_wikitext(sub)
+            if (sub["family"] == "wikitext").any() and sub.loc[sub["family"] == "wikitext", "name"].map(_seed_stem).duplicated().any():
+                tables["wikitext_seeds" + suffix] = table_seeds(sub, "wikitext", "test/ppl")
             tables["glue_long" + suffix], tables["glue" + suffix] = table_glue(sub)
             tables["smollm2_wikitext" + suffix], tables["samsum" + suffix] = table_smollm2(sub)
         acc = runs.rename(columns={"test/acc": "test_acc"})
@@ -557,7 +615,8 @@ def collect(sources: list[Path], results_dir: Path = RESULTS, fig_dir: Path = FI
     print(f"collect: {len(runs)} runs, {len(jobs)} jobs; tables: {', '.join(k for k, t in tables.items() if t is not None and not t.empty)}")
     print(f"collect: figures: {', '.join(p.name for p in made)}")
     for key in ("mqar", "mqar_recipe", "mqar_recipe_long", "ablations_mqar_recipe", "wikitext", "glue", "smollm2_wikitext", "samsum", "wikitext_gpu", "glue_gpu",
-                "smollm2_wikitext_gpu", "samsum_gpu", "ablations_mqar", "ablations_glue"):
+                "smollm2_wikitext_gpu", "samsum_gpu", "ablations_mqar", "ablations_glue", "mqar_seeds", "ablations_mqar_seeds",
+                "wikitext_seeds_h200", "glue_h200", "efficiency_train", "efficiency_generate"):
         t = tables.get(key)
         if t is not None and not t.empty:
             print(f"\n## {key}\n{(results_dir / f'{key}.md').read_text()}")

@@ -85,3 +85,44 @@ def test_mqar_recipe_table_and_its_ablations_against_the_same_batch_reference(tm
     assert abl.loc["hedgehog (default)", "test_acc"] == 0.90 and abl.loc["init_random", "test_acc"] == 0.70
     assert (tmp_path / "figures" / "mqar_recipe_accuracy.png").is_file()
     assert (tmp_path / "figures" / "ablations_mqar_recipe.png").is_file()
+
+
+def write_seed_run(root: Path, batch: str, family: str, name: str, attention: str, seed: int, metrics: dict,
+                   steps: int, device: str = "NVIDIA H200") -> None:
+    run = root / batch / family / name
+    run.mkdir(parents=True)
+    (run / "results.json").write_text(json.dumps({
+        "status": "complete", "experiment": f"{family}_{attention}", "attention": attention, "data": family,
+        "seed": seed, "metrics": metrics, "stages": {"train": {"global_step": steps}},
+        "device": {"accelerator": "cuda", "name": device},
+    }))
+
+
+def test_seed_tables_and_the_h200_setting(tmp_path):
+    collect = load_collect()
+    results = tmp_path / "results"
+    runs = results / "runs"
+    for seed, (soft, hh) in enumerate(((0.9, 0.3), (0.7, 0.5))):
+        write_seed_run(runs, "h200_c", "mqar_seeds", f"softmax_s{seed}", "softmax", seed, {"test/acc": soft}, 2000)
+        write_seed_run(runs, "h200_c", "mqar_seeds", f"hedgehog_s{seed}", "hedgehog", seed, {"test/acc": hh}, 1500)
+    write_seed_run(runs, "h200_d", "mqar_seeds", "hedgehog_s1", "hedgehog", 1, {"test/acc": 0.6}, 2500)  # later batch wins
+    write_seed_run(runs, "h200_d", "ablation_mqar_seeds", "hedgehog_s2", "hedgehog", 2, {"test/acc": 0.4}, 2400)
+    write_seed_run(runs, "h200_d", "ablation_mqar_seeds", "init_random_s2", "hedgehog", 2, {"test/acc": 0.5}, 2900)
+    for seed, ppl in ((0, 100.0), (1, 110.0)):
+        write_seed_run(runs, "h200_c", "wikitext", f"softmax_s{seed}", "softmax", seed, {"test/ppl": ppl}, 250)
+    write_seed_run(runs, "h100_a", "wikitext", "softmax", "softmax", 0, {"test/ppl": 300.0}, 250, "NVIDIA H100 80GB HBM3")
+
+    tables = collect.collect([], results, tmp_path / "figures")
+
+    mq = tables["mqar_seeds"].set_index("attention")
+    assert mq.loc["softmax", "test/acc_mean"] == pytest.approx(0.8)
+    assert mq.loc["hedgehog", "test/acc_mean"] == pytest.approx(0.45)  # 0.3 (batch c) and 0.6 (batch d)
+    assert mq.loc["hedgehog", "steps_per_seed"] == "s0=1500 s1=2500"
+    assert list(tables["mqar_seeds"]["attention"]) == ["softmax", "hedgehog"]
+    abl = tables["ablations_mqar_seeds"].set_index("setting")
+    assert abl.loc["hedgehog (default)", "test/acc_mean"] == 0.4 and abl.loc["init_random", "per_seed"] == "s2=0.5"
+    assert tables["wikitext_h200"]["test_ppl"].tolist() == [100.0, 110.0]  # H200 runs: their own table
+    assert tables["wikitext_gpu"]["test_ppl"].tolist() == [300.0]
+    assert tables["wikitext_seeds_h200"].set_index("attention").loc["softmax", "test/ppl_std"] == pytest.approx(50 ** 0.5)
+    assert "wikitext_seeds_gpu" not in tables  # one seed: no seed table
+    assert (tmp_path / "figures" / "mqar_seeds.png").is_file() and (results / "wikitext_h200.md").is_file()

@@ -3,7 +3,7 @@
     python experiments/collect.py OUT_A/batch_a.tar.gz OUT_B/batch_b.tar.gz [more tarballs or folders]
     python experiments/collect.py                 # only re-tabulate what is already under experiments/results/runs
 
-1. Each tarball (from ``experiments/gpu_batch_{a,b}.sh``; a folder works too) is unpacked into
+1. Each tarball (from ``experiments/gpu_batch_{a,b,c,d}.sh``; a folder works too) is unpacked into
    ``experiments/results/runs/<batch>/``, keeping small files only: ``results.json``, CSV metrics, Hydra configs,
    generations, the runner's job logs and summaries, and the offline W&B run folders without their debug logs
    (files over 2 MiB are dropped).
@@ -17,7 +17,8 @@
 A run's experiment is the folder it ran in (the batch scripts name them): ``mqar``, ``wikitext``, ``glue``,
 ``ablation_mqar``, ``ablation_glue``, ``wikitext_smollm2``, ``samsum_smollm2``, ``cpu_mqar``, ``mqar_recipe``,
 ``mqar_recipe_long`` and ``ablation_mqar_recipe`` (MQAR on CPU with the recipe that learns: lr 1e-3, no weight
-decay; 2,000 and 6,000 steps); the analysis and
+decay; 2,000 and 6,000 steps), and the multi-seed families ``mqar_seeds`` / ``ablation_mqar_seeds`` (run names
+``<setting>_s<seed>``; WikiText runs named that way get a seed table too); the analysis and
 efficiency scripts write their own JSON (``analysis/analysis_<model>.json``, ``efficiency/efficiency.json``).
 When the same run exists in several batches, tables use the latest batch (by name) and say which.
 """

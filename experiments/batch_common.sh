@@ -40,7 +40,9 @@ else
 fi
 # Every run: the chosen trainer (gpu = one CUDA device, bf16-mixed), CSV + offline W&B, no progress bars.
 LOGGER=${LOGGER:-many}   # csv where wandb is not installed
-COMMON="trainer=$TRAINER logger=$LOGGER trainer.enable_progress_bar=false trainer.num_sanity_val_steps=0 trainer.log_every_n_steps=20 seed=$SEED"
+# COMMON_NOSEED: the same without the seed, for jobs that give their own.
+COMMON_NOSEED="trainer=$TRAINER logger=$LOGGER trainer.enable_progress_bar=false trainer.num_sanity_val_steps=0 trainer.log_every_n_steps=20"
+COMMON="$COMMON_NOSEED seed=$SEED"
 
 elapsed() { echo $(( $(date +%s) - T0 )); }
 say() { echo "[$BATCH $(elapsed)s] $*" | tee -a "$JOBS/batch.log"; }
@@ -50,6 +52,20 @@ job() {
     local name=$1 timeout=$2 after=$3
     shift 3
     printf '%s | %s | %s | %s\n' "$name" "$timeout" "$after" "$*" >> "$PLAN"
+}
+
+# mqar_ablation_jobs SEEDS TIMEOUT_S OVERRIDES...: plan lines for the four MQAR ablations of Hedgehog (feature_dim 16
+# and 64, softmax over features, random init) at each seed -> $LOGS/ablation_mqar_seeds/<setting>_s<seed>; their
+# reference is mqar_seeds/hedgehog_s<seed> with the same OVERRIDES
+mqar_ablation_jobs() {
+    local seeds=$1 timeout=$2 seed setting name
+    shift 2
+    for seed in $seeds; do
+        for setting in feature_dim=16 feature_dim=64 activation=softmax init=random; do
+            name=${setting/=/_}
+            job abl_mqar_${name}_s$seed "$timeout" - "$PY run.py experiment=mqar_hedgehog task_name=ablation_mqar_seeds hydra.run.dir=$LOGS/ablation_mqar_seeds/${name}_s$seed $COMMON_NOSEED seed=$seed $* attention.options.$setting"
+        done
+    done
 }
 
 # safe MARGIN_S: Hydra overrides adding the deadline callback (stop training MARGIN_S before the job's deadline)

@@ -36,7 +36,6 @@ else
     EFF_ARGS="--random-weights benchmarks/smollm2_135m_config.json --arms softmax,hedgehog,t2r,elu,hedgehog-torch --seq-lens 1024,4096,16384 --tokens-per-batch 16384 --prompt-len 1024 --new-tokens 128 --gen-batch 16"
     T_EFF=${T_EFF:-200}; T_WIKI=200; T_MQAR=330
 fi
-NOSEED=${COMMON/seed=$SEED/}   # each job below gives its own seed
 SAFE=$(safe 25)
 
 # --- (6) efficiency, alone on the device ---------------------------------------------------------------------
@@ -49,20 +48,15 @@ fi
 # --- the plan, highest priority first ------------------------------------------------------------------------
 for seed in $WIKI_SEEDS; do   # (3)
     for att in $TYPES; do
-        job wikitext_${att}_s$seed $T_WIKI - "$PY run.py experiment=wikitext_gpt_$att task_name=wikitext hydra.run.dir=$LOGS/wikitext/${att}_s$seed $NOSEED seed=$seed $WIKI_SET $SAFE"
+        job wikitext_${att}_s$seed $T_WIKI - "$PY run.py experiment=wikitext_gpt_$att task_name=wikitext hydra.run.dir=$LOGS/wikitext/${att}_s$seed $COMMON_NOSEED seed=$seed $WIKI_SET $SAFE"
     done
 done
 for seed in $MQAR_SEEDS; do   # (1)
     for att in $TYPES; do
-        job mqar_${att}_s$seed $T_MQAR - "$PY run.py experiment=mqar_$att task_name=mqar_seeds hydra.run.dir=$LOGS/mqar_seeds/${att}_s$seed $NOSEED seed=$seed $MQAR_SET $SAFE"
+        job mqar_${att}_s$seed $T_MQAR - "$PY run.py experiment=mqar_$att task_name=mqar_seeds hydra.run.dir=$LOGS/mqar_seeds/${att}_s$seed $COMMON_NOSEED seed=$seed $MQAR_SET $SAFE"
     done
 done
-for seed in $ABL_SEEDS; do    # (7) the reference is mqar_seeds/hedgehog_s<seed>
-    for setting in feature_dim=16 feature_dim=64 activation=softmax init=random; do
-        name=${setting/=/_}
-        job abl_mqar_${name}_s$seed $T_MQAR - "$PY run.py experiment=mqar_hedgehog task_name=ablation_mqar_seeds hydra.run.dir=$LOGS/ablation_mqar_seeds/${name}_s$seed $NOSEED seed=$seed $MQAR_SET $SAFE attention.options.$setting"
-    done
-done
+mqar_ablation_jobs "$ABL_SEEDS" $T_MQAR $MQAR_SET $SAFE   # (7)
 
 MIN_TIME=${MIN_TIME:-90} run_plan 35
 finish

@@ -46,13 +46,7 @@ for task in $TASKS; do   # (4) softmax teachers: finetune once, export for the l
     dir=$LOGS/glue/${task}_softmax
     job teacher_$task $T_TEACH - "$(keep_ckpt "$dir") && { $PY run.py experiment=glue_minilm_softmax data=glue/$task task_name=glue hydra.run.dir=$dir $COMMON $GLUE_SET $SAFE regime.finetune_steps=$FT; $PY experiments/export_teacher.py $dir $TEACH/$task --model-path $MINILM; } && rm -f $dir/.keep_checkpoints"
 done
-NOSEED=${COMMON/seed=$SEED/}
-for seed in $ABL_SEEDS; do   # (7) fillers beside the teachers
-    for setting in feature_dim=16 feature_dim=64 activation=softmax init=random; do
-        name=${setting/=/_}
-        job abl_mqar_${name}_s$seed $T_MQAR - "$PY run.py experiment=mqar_hedgehog task_name=ablation_mqar_seeds hydra.run.dir=$LOGS/ablation_mqar_seeds/${name}_s$seed $NOSEED seed=$seed trainer.max_steps=6000 trainer.val_check_interval=500 $SAFE attention.options.$setting"
-    done
-done
+mqar_ablation_jobs "$ABL_SEEDS" $T_MQAR trainer.max_steps=6000 trainer.val_check_interval=500 $SAFE   # (7) fillers beside the teachers
 job analysis_minilm_gpu $T_AN - "$PY experiments/analysis_attention.py --model minilm --model-path $MINILM --data-dir $DATA_DIR --out $LOGS/analysis --figures $LOGS/analysis/figures --tag minilm_gpu $AN_ARGS"
 for att in $GLUE_TYPES; do   # (4) the linear arms, one attention type at a time over all tasks
     for task in $TASKS; do

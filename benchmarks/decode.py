@@ -162,22 +162,23 @@ def generation_speed(model, cache, batch: int, context: int, new_tokens: int, de
     """Prefill ``context`` random tokens, then time ``new_tokens`` greedy single-token steps."""
     from hedgehog.conversion import cache_argument, returned_cache
 
+    key = cache_argument(model)  # "cache" or "past_key_values", by the transformers release
     vocab = model.config.vocab_size
     ids = torch.randint(0, vocab, (batch, context), device=device)
     torch.cuda.synchronize()
     start = time.perf_counter()
-    out = model(input_ids=ids, **{cache_argument(model): cache}, use_cache=True, logits_to_keep=1)  # no [B, L, vocab] logits
+    out = model(input_ids=ids, **{key: cache}, use_cache=True, logits_to_keep=1)  # no [B, L, vocab] logits
     torch.cuda.synchronize()
     prefill_s = time.perf_counter() - start
     past = returned_cache(out)
     token = out.logits[:, -1:].argmax(-1)
     for _ in range(2):  # warm-up steps (not timed)
-        out = model(input_ids=token, **{cache_argument(model): past}, use_cache=True)
+        out = model(input_ids=token, **{key: past}, use_cache=True)
         past, token = returned_cache(out), out.logits[:, -1:].argmax(-1)
     torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(new_tokens):
-        out = model(input_ids=token, **{cache_argument(model): past}, use_cache=True)
+        out = model(input_ids=token, **{key: past}, use_cache=True)
         past, token = returned_cache(out), out.logits[:, -1:].argmax(-1)
     torch.cuda.synchronize()
     decode_s = time.perf_counter() - start

@@ -152,7 +152,7 @@ class _PrepareLinearCache:
                     "linear-attention model generates with its recurrent LinearAttentionCache (leave "
                     "cache_implementation unset, or pass use_cache=False to recompute)"
                 )
-            model_kwargs[_generation_cache_key(type(self.model))] = LinearAttentionCache(self.model.config)
+            model_kwargs[cache_argument(self.model)] = LinearAttentionCache(self.model.config)
             return None
         original = type(self.model)._prepare_cache_for_generation
         return original(self.model, generation_config, model_kwargs, *args, **kwargs)

@@ -14,6 +14,8 @@ CONTRACT = [
     "ATTENTION_NAMES", "FEATURE_MAP_NAMES", "FeatureMap", "register_feature_map", "build_feature_map", "attend",
     "linear_attention", "attention_weights", "softmax_weights", "softmax_attention", "RecurrentState",
     "recurrent_step", "distillation_loss", "attention_entropy", "monotonicity", "fidelity_kl",
+    "FeaturePair", "HybridState", "hybrid_attention", "hybrid_weights", "hybrid_prefill", "hybrid_step",
+    "calibrated_log_balance",
 ]
 
 
@@ -21,7 +23,7 @@ def test_public_api_is_the_contract():
     assert sorted(attention.__all__) == sorted(CONTRACT)
     for name in CONTRACT:
         assert getattr(attention, name) is not None
-    assert ATTENTION_NAMES == ("softmax", "hedgehog", "taylor", "elu", "performer", "cosformer", "t2r")
+    assert ATTENTION_NAMES == ("softmax", "hedgehog", "taylor", "elu", "performer", "cosformer", "t2r", "hedgehog_window")
     assert FEATURE_MAP_NAMES == ATTENTION_NAMES[1:]
 
 

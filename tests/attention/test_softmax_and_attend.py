@@ -145,5 +145,5 @@ def test_kernel_hook_is_called_and_none_falls_back(monkeypatch):
     out = attend(q, k, v, feature_map_q=fq, feature_map_k=fk, causal=False)
     expected = linear_output(fq(q, is_query=True), fk(k), v, False)
     torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
-    assert calls[0] == ("fused", ["causal", "feature_map_k", "feature_map_q", "key_padding_mask", "positions", "scale"])
+    assert calls[0] == ("fused", ["causal", "feature_map_k", "feature_map_q", "key_padding_mask", "log_balance", "positions", "scale"])
     assert calls[1][0] == "fused" and calls[2] == ("linear", ["causal", "key_padding_mask"])

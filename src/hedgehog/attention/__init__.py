@@ -14,9 +14,17 @@ from hedgehog.attention.registry import (
     build_feature_map,
     register_feature_map,
 )
-from hedgehog.attention.feature_maps import FeatureMap
+from hedgehog.attention.feature_maps import FeatureMap, FeaturePair
 from hedgehog.attention.linear import RecurrentState, attention_weights, linear_attention, recurrent_step
 from hedgehog.attention.softmax import softmax_attention, softmax_weights
+from hedgehog.attention.hybrid import (
+    HybridState,
+    calibrated_log_balance,
+    hybrid_attention,
+    hybrid_prefill,
+    hybrid_step,
+    hybrid_weights,
+)
 from hedgehog.attention.dispatch import attend
 from hedgehog.attention.distillation import distillation_loss
 from hedgehog.attention.metrics import attention_entropy, fidelity_kl, monotonicity
@@ -25,6 +33,13 @@ __all__ = [
     "ATTENTION_NAMES",
     "FEATURE_MAP_NAMES",
     "FeatureMap",
+    "FeaturePair",
+    "HybridState",
+    "calibrated_log_balance",
+    "hybrid_attention",
+    "hybrid_prefill",
+    "hybrid_step",
+    "hybrid_weights",
     "register_feature_map",
     "build_feature_map",
     "attend",

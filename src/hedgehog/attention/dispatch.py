@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from hedgehog.attention.backend import kernels_for
 from hedgehog.attention.checks import check_qkv, describe
 from hedgehog.attention.feature_maps.base import FeatureMap
+from hedgehog.attention.hybrid import hybrid_attention
 from hedgehog.attention.linear import linear_attention
 from hedgehog.attention.softmax import softmax_attention
 
@@ -22,13 +24,16 @@ def attend(
     key_padding_mask: Tensor | None = None,
     scale: float | None = None,
     positions: Tensor | None = None,
+    log_balance: Tensor | None = None,
 ) -> Tensor:
     """Attention of q ``[B, Hq, N, D]`` over k ``[B, Hk, N, D]``, v ``[B, Hk, N, Dv]`` (``Hq % Hk == 0``).
 
-    Both maps None: exact softmax attention via SDPA (``scale`` default ``1/sqrt(D)``). Otherwise
-    ``linear_attention(feature_map_q(q, is_query=True), feature_map_k(k), v)``; ``scale`` is then unused (each
-    map carries its own scaling) and ``positions`` ([N] or [B, N]) reach the maps. On CUDA the Triton kernels
-    (``hedgehog.kernels``) are tried first, see ``hedgehog.attention.backend``.
+    Both maps None: exact softmax attention via SDPA (``scale`` default ``1/sqrt(D)``). Maps with a ``window``
+    (``hedgehog_window``): the sliding-window hybrid (``hybrid_attention``, softmax logits scaled by ``scale``,
+    per-head balance ``log_balance [Hq]``, default 0). Otherwise linear attention on ``feature_map_q.pair(feature_map_k, q,
+    k)`` (features stabilised together); ``scale`` is then unused (each map carries its own scaling) and
+    ``positions`` ([N] or [B, N]) reach the maps. On CUDA the Triton kernels (``hedgehog.kernels``) are tried
+    first, see ``hedgehog.attention.backend``.
     ``key_padding_mask [B, N]`` bool, True on real tokens. Returns ``[B, Hq, N, Dv]`` in v's dtype.
     """
     fn = "attend"
@@ -44,16 +49,22 @@ def attend(
         if not isinstance(fm, FeatureMap):
             raise TypeError(f"{fn}: {name} must be a FeatureMap from build_feature_map or None, got {describe(fm)}")
 
+    window = getattr(feature_map_q, "window", None)
+    if window is not None and log_balance is None:  # no balance given: lam = 1 for every head
+        log_balance = q.new_zeros(q.shape[1], dtype=torch.float32)
+
     kernels = kernels_for(q, k, v)
     fused = getattr(kernels, "try_fused_attend", None) if kernels is not None else None
     if fused is not None:
         out = fused(
             q, k, v, feature_map_q=feature_map_q, feature_map_k=feature_map_k, causal=causal,
-            key_padding_mask=key_padding_mask, scale=scale, positions=positions,
+            key_padding_mask=key_padding_mask, scale=scale, positions=positions, log_balance=log_balance,
         )
         if out is not None:
             return out
 
-    qf = feature_map_q(q, is_query=True, positions=positions)
-    kf = feature_map_k(k, positions=positions)
-    return linear_attention(qf, kf, v, causal, key_padding_mask=key_padding_mask)
+    pair = feature_map_q.pair(feature_map_k, q, k, positions=positions, key_padding_mask=key_padding_mask)
+    if window is not None:
+        return hybrid_attention(q, k, v, pair, window=window, log_balance=log_balance, causal=causal,
+                                key_padding_mask=key_padding_mask, scale=scale)
+    return linear_attention(pair.q, pair.k, v, causal, key_padding_mask=key_padding_mask)

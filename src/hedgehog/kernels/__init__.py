@@ -52,6 +52,7 @@ def fusable_hedgehog(fm: FeatureMap | None, heads: int, head_dim: int) -> bool:
 def try_fused_attend(
     q: Tensor, k: Tensor, v: Tensor, *, feature_map_q: FeatureMap | None, feature_map_k: FeatureMap | None,
     causal: bool, key_padding_mask: Tensor | None = None, scale: float | None = None, positions: Tensor | None = None,
+    log_balance: Tensor | None = None,
 ) -> Tensor | None:
     """``attend`` with Hedgehog maps on both sides as one fused kernel, or None if not applicable.
 
@@ -63,6 +64,8 @@ def try_fused_attend(
     if n == 0 or q.dtype not in _KERNEL_DTYPES or k.dtype != q.dtype or v.dtype not in _KERNEL_DTYPES:
         return None
     if not (fusable_hedgehog(feature_map_q, hq, d) and fusable_hedgehog(feature_map_k, hk, d)):
+        return None
+    if getattr(feature_map_q, "window", None) is not None:
         return None
     if feature_map_q.hidden_dim != feature_map_k.hidden_dim:
         return None

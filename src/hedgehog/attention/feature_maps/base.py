@@ -7,10 +7,27 @@ grouped-query attention build the key map with the number of key/value heads).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor, nn
 
 from hedgehog.attention.checks import check_floating, describe
+
+
+class FeaturePair(NamedTuple):
+    """Query and key features computed together (``FeatureMap.pair``).
+
+    q ``[B, Hq, N, F]``, k ``[B, Hk, N, F]``: features whose products give the kernel up to a per-query factor,
+    ``phi(q_i).phi(k_j) = exp(q_log_scale_i) * (q_i . k_j)``; ``q_log_scale [B, Hq, N]`` (float32, or float64 for float64 inputs) or None for 0.
+    key_shift ``[B, Hk, F]`` (same dtype) or None: the per-feature shift taken out of the key features (and put into
+    the query features), kept so that later keys (decoding) are shifted the same way.
+    """
+
+    q: Tensor
+    k: Tensor
+    q_log_scale: Tensor | None = None
+    key_shift: Tensor | None = None
 
 
 class FeatureMap(nn.Module):
@@ -41,6 +58,20 @@ class FeatureMap(nn.Module):
 
     def forward(self, x: Tensor, *, is_query: bool = False, positions: Tensor | None = None) -> Tensor:
         raise NotImplementedError
+
+    def pair(
+        self, key_map: "FeatureMap", q: Tensor, k: Tensor, *, positions: Tensor | None = None,
+        key_positions: Tensor | None = None, key_padding_mask: Tensor | None = None, key_shift: Tensor | None = None,
+    ) -> FeaturePair:
+        """Features of queries (this map) and keys (``key_map``) computed together, so that maps whose
+        exponentials need it can stabilise both sides in a way the normaliser cancels (see ``FeaturePair``).
+
+        q ``[B, Hq, N, D]``, k ``[B, Hk, M, D]``; ``key_padding_mask [B, M]`` (True = real key) keeps padded keys
+        out of any statistics; ``positions`` / ``key_positions`` (default: ``positions``) reach position-aware maps.
+        The default is ``self(q, is_query=True)`` and ``key_map(k)`` unchanged.
+        """
+        key_positions = positions if key_positions is None else key_positions
+        return FeaturePair(self(q, is_query=True, positions=positions), key_map(k, positions=key_positions))
 
     def check_input(self, x: Tensor) -> Tensor:
         """Validate ``x [B, H, N, D]`` against this map's heads and head dimension."""

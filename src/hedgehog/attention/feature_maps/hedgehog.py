@@ -5,9 +5,16 @@ With the identity init (W = I, b = 0) a fresh map gives ``phi(q).phi(k) = sum_d 
 a spiky, monotone kernel that distillation then shapes into the teacher's softmax. ``activation="softmax"``
 gives the LoLCATs variant ``[softmax(u), softmax(-u)]`` over the feature axis.
 
-Numerical stability (``stable=True``): a query's features are all multiplied by ``exp(-m)`` with ``m`` the
-token's largest ``|u_f|``; the linear-attention normaliser cancels that factor exactly. Keys are never shifted
-per token (that would change the kernel): their exponentials are taken in float32, finite for ``|u| < 88``.
+Numerical stability (``stable=True``), for real activations whose entries reach ~100 (``exp(100)`` overflows
+float32 and bfloat16):
+
+- ``pair`` (what attention uses): each key feature ``f`` is shifted by ``M_f``, the largest value of that feature
+  over the sequence's real keys, and the query features get ``+M_f`` instead, so every product
+  ``phi_f(q) phi_f(k)`` is unchanged; then each query is shifted by its own largest log-feature ``m_i``, a
+  per-query factor the normaliser cancels (``FeaturePair.q_log_scale`` keeps it for the sliding-window hybrid,
+  which needs the kernel's true scale). Every exponent is <= 0: finite in any dtype.
+- ``forward`` alone: queries as above (``m`` = the token's largest ``|u_f|``); keys are the exact features
+  ``exp(+-u)`` (float32 for float16 inputs), finite only for ``|u| < 88``: attention goes through ``pair``.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from hedgehog.attention.feature_maps.base import FeatureMap, exp_output_dtype
+from hedgehog.attention.feature_maps.base import FeatureMap, FeaturePair, exp_output_dtype
 from hedgehog.attention.registry import register_feature_map
 
 INITS = ("identity", "random")
@@ -89,16 +96,45 @@ class HedgehogFeatureMap(FeatureMap):
             u = u + self.bias.to(dtype)[None, :, None, :]
         return u
 
+    def log_features(self, x: Tensor) -> Tensor:
+        """``[u, -u]``: the logarithms of the exp features, ``[B, H, N, D] -> [B, H, N, 2 * feature_dim]`` (float32+)."""
+        u = self.project(self.check_input(x))
+        return torch.cat([u, -u], dim=-1)
+
     def forward(self, x: Tensor, *, is_query: bool = False, positions: Tensor | None = None) -> Tensor:
         """``x [B, H, N, D] -> [B, H, N, 2 * feature_dim]``."""
-        u = self.project(self.check_input(x))
         if self.activation == "softmax":
+            u = self.project(self.check_input(x))
             return torch.cat([torch.softmax(u, dim=-1), torch.softmax(-u, dim=-1)], dim=-1).to(x.dtype)
-        if self.stable and is_query:
-            # max over both halves [u, -u] is max |u|; exp(+-u - m) <= 1
-            m = u.detach().abs().amax(dim=-1, keepdim=True)
-            return torch.cat([torch.exp(u - m), torch.exp(-u - m)], dim=-1).to(x.dtype)
-        return torch.cat([torch.exp(u), torch.exp(-u)], dim=-1).to(exp_output_dtype(x))
+        logs = self.log_features(x)
+        if self.stable and is_query:  # max over both halves [u, -u] is max |u|; exp(+-u - m) <= 1
+            m = logs.detach().amax(dim=-1, keepdim=True)
+            return torch.exp(logs - m).to(x.dtype)
+        return torch.exp(logs).to(exp_output_dtype(x))
+
+    def pair(
+        self, key_map: FeatureMap, q: Tensor, k: Tensor, *, positions: Tensor | None = None,
+        key_positions: Tensor | None = None, key_padding_mask: Tensor | None = None, key_shift: Tensor | None = None,
+    ) -> FeaturePair:
+        """Query and key features stabilised together (module docstring); ``key_shift [B, Hk, F]`` continues
+        from earlier keys (decoding: the returned shift is the elementwise max of it and these keys')."""
+        if self.activation == "softmax" or not self.stable or not isinstance(key_map, HedgehogFeatureMap):
+            return super().pair(key_map, q, k, positions=positions, key_positions=key_positions,
+                                key_padding_mask=key_padding_mask, key_shift=key_shift)
+        lq, lk = self.log_features(q), key_map.log_features(k)  # [B, Hq, N, F], [B, Hk, M, F]
+        b, hq, n, f = lq.shape
+        hk = lk.shape[1]
+        with torch.no_grad():
+            masked = lk if key_padding_mask is None else lk.masked_fill(~key_padding_mask[:, None, :, None], -torch.inf)
+            shift = masked.amax(dim=2) if lk.shape[2] else torch.full((b, hk, f), -torch.inf, device=lk.device, dtype=lk.dtype)
+            if key_shift is not None:
+                shift = torch.maximum(shift, key_shift.to(shift.dtype))
+            shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))  # no real key yet: 0
+        lq = (lq.reshape(b, hk, hq // hk, n, f) + shift[:, :, None, None, :]).reshape(b, hq, n, f)
+        m = lq.detach().amax(dim=-1, keepdim=True)
+        qf = torch.exp(lq - m).to(exp_output_dtype(q))
+        kf = torch.exp(lk - shift[:, :, None, :]).to(exp_output_dtype(k))
+        return FeaturePair(qf, kf, m.squeeze(-1), shift)
 
     def extra_repr(self) -> str:
         return (

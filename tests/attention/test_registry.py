@@ -15,7 +15,7 @@ CONTRACT = [
     "linear_attention", "attention_weights", "softmax_weights", "softmax_attention", "RecurrentState",
     "recurrent_step", "distillation_loss", "attention_entropy", "monotonicity", "fidelity_kl",
     "FeaturePair", "HybridState", "hybrid_attention", "hybrid_weights", "hybrid_prefill", "hybrid_step",
-    "calibrated_log_balance",
+    "calibrated_log_balance", "WindowBalance",
 ]
 
 

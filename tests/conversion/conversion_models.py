@@ -14,7 +14,7 @@ from transformers import (
 
 VOCAB = 97
 PAD, BOS, EOS = 0, 1, 2
-LINEAR_TYPES = ("hedgehog", "taylor", "elu", "performer", "cosformer", "t2r")
+LINEAR_TYPES = ("hedgehog", "taylor", "elu", "performer", "cosformer", "t2r", "hedgehog_window")
 
 
 def tiny_bert(seed: int = 0, **overrides) -> BertForSequenceClassification:

@@ -144,7 +144,7 @@ def test_errors_on_unconverted_or_softmax_models():
     elu = convert(tiny_bert(), "elu")
     with pytest.raises(ValueError, match="'elu' feature maps have no trainable parameters"):
         freeze_except_feature_maps(elu)
-    with pytest.raises(ValueError, match="mse_weight"):
+    with pytest.raises(ValueError, match="mse must be a number >= 0"):
         set_distillation(elu, True, mse_weight=-1)
 
 

@@ -18,9 +18,9 @@ def greedy(model, ids, mask, new_tokens, **kwargs):
     )
 
 
-@pytest.mark.parametrize("attention", ["hedgehog", "taylor", "cosformer"])
+@pytest.mark.parametrize("attention", ["hedgehog", "taylor", "cosformer", "hedgehog_window"])
 def test_llama_cached_generation_equals_recompute_with_left_padding(attention):
-    model = convert(tiny_llama(), attention)
+    model = convert(tiny_llama(), attention, **({"window": 3} if attention == "hedgehog_window" else {}))
     ids, mask = batch(batch_size=3, length=8, left_pad=3)
     cached = greedy(model, ids, mask, 6, return_dict_in_generate=True)
     recomputed = greedy(model, ids, mask, 6, use_cache=False)
@@ -45,8 +45,9 @@ def test_left_padding_never_enters_the_state():
     assert torch.equal(together[1, 8:], alone[0, 5:])
 
 
-def test_cached_logits_match_the_full_forward():
-    model = convert(tiny_llama(), "hedgehog")
+@pytest.mark.parametrize("attention,options", [("hedgehog", {}), ("hedgehog_window", {"window": 3})])
+def test_cached_logits_match_the_full_forward(attention, options):
+    model = convert(tiny_llama(), attention, **options)
     ids, mask = batch(batch_size=2, length=10, left_pad=2)
     with torch.no_grad():
         full = model(input_ids=ids, attention_mask=mask).logits
@@ -75,9 +76,23 @@ def test_state_size_does_not_grow_with_length():
     assert sizes[5][0] == ((2, 2, 16, 8), (2, 2, 16))
 
 
-def test_key_value_cache_still_gives_the_same_result():
+def test_hybrid_state_size_does_not_grow_with_length():
+    """The hybrid keeps its linear state plus a window of keys and values: constant memory too."""
+    model = convert(tiny_llama(), "hedgehog_window", window=4)
+    ids, mask = batch(batch_size=2, length=3)
+    sizes = []
+    for new_tokens in (6, 40):
+        cache = LinearAttentionCache(model.config)
+        greedy(model, ids, mask, new_tokens, **{cache_argument(model): cache})
+        sizes.append(cache.state_nbytes())
+        assert all(tuple(l.state.keys.shape) == (2, 2, 4, 8) for l in cache.layers)
+    assert sizes[0] == sizes[1]
+
+
+@pytest.mark.parametrize("attention,options", [("elu", {}), ("hedgehog_window", {"window": 3})])
+def test_key_value_cache_still_gives_the_same_result(attention, options):
     """A DynamicCache passed explicitly (keys grow) is handled as a continuation of the sequence."""
-    model = convert(tiny_llama(), "elu")
+    model = convert(tiny_llama(), attention, **options)
     ids, mask = batch(batch_size=2, length=9, left_pad=2)
     with torch.no_grad():
         full = model(input_ids=ids, attention_mask=mask).logits

@@ -110,6 +110,7 @@ def tiny_llama(tmp_path_factory, data_dir) -> Path:
 @pytest.mark.slow
 def test_pretrained_conversion_run_distils_then_finetunes(tmp_path, tiny_llama):
     overrides = ["experiment=wikitext_smollm2_hedgehog", f"model.name_or_path={tiny_llama}", "data.seq_len=32",
+                 "data.teacher.tokens=0", "data.sources=[wikitext_valid]", f"paths.cache_dir={tmp_path / 'cache'}",
                  "data.batch_size=4", "data.eval_batch_size=4", "data.max_train_blocks=16", "data.max_eval_blocks=4",
                  "regime.distill_steps=2", "regime.finetune_steps=2", "trainer.val_check_interval=2",
                  "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", *QUIET]

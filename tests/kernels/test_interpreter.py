@@ -91,6 +91,25 @@ def test_fused_hedgehog_16bit_within_rounding(dtype):
 
 
 @pytest.mark.parametrize("causal", [True, False])
+def test_fused_hedgehog_at_real_activation_scales(causal):
+    """Entries of q and k near 100 (real LLM heads): ``exp(u)`` would overflow float32 and bfloat16 without the key
+    shift. The bf16 kernel is finite and matches the float64 evaluation of the same bf16 inputs."""
+    torch.manual_seed(6)
+    b, hq, hk, n, d = 1, 2, 1, 45, 16
+    q = (torch.randn(b, hq, n, d) * 40).bfloat16()
+    k = (torch.randn(b, hk, n, d) * 40).bfloat16()
+    v = torch.randn(b, hk, n, d).bfloat16()
+    fq, fk = build_feature_map("hedgehog", hq, d), build_feature_map("hedgehog", hk, d)  # identity: u = q, k
+    assert k.float().abs().max() > 100
+    out = chunked.hedgehog_attention(q, k, v, fq.weight, fq.bias, fk.weight, fk.bias, causal=causal, **SMALL)
+    from hedgehog.attention import attend
+
+    ref = attend(q.double(), k.double(), v.double(), feature_map_q=fq.double(), feature_map_k=fk.double(), causal=causal)
+    assert torch.isfinite(out).all()
+    assert rel_err(out, ref) < 2e-2
+
+
+@pytest.mark.parametrize("causal", [True, False])
 def test_features_path_matches_float64(causal):
     torch.manual_seed(2)
     b, hq, hk, n, f, dv = 1, 4, 2, 45, 24, 16

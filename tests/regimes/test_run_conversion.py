@@ -53,3 +53,36 @@ def test_wikitext_zero_shot_arm(tiny_llama_dir, tmp_path):
     assert results["attention"] == "softmax"
     assert all(stage.get("skipped") for stage in results["stages"].values())
     assert results["metrics"]["test/ppl"] > 1.0 and "test/loss" in results["metrics"]
+
+
+def test_wikitext_text_mix_hybrid_then_samsum_from_the_same_transfer(tiny_llama_dir, tmp_path):
+    """The conversion recipe end to end: text_mix corpus (shipped text + the teacher's own samples), output-MSE
+    attention transfer of the sliding-window hybrid, LoRA; then SAMSum reuses that transfer (distilled_from)."""
+    common = [f"model.name_or_path={tiny_llama_dir}", f"paths.cache_dir={tmp_path / 'cache'}",
+              "trainer.val_check_interval=2", "trainer.limit_val_batches=1", *QUIET]
+    proc, results = run_py([
+        "experiment=wikitext_smollm2_hedgehog_window", "attention.options.window=4", "data.sources=[wikitext_valid]",
+        "data.teacher.tokens=64", "data.teacher.batch_size=4", "data.teacher.max_new_tokens=16",
+        "data.seq_len=32", "data.batch_size=4", "data.max_eval_blocks=4",
+        "regime.distill_steps=2", "regime.finetune_steps=2", "hydra.run.dir=" + str(tmp_path / "wikitext"), *common,
+    ], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = results["metrics"]
+    assert results["attention"] == "hedgehog_window" and metrics["test/ppl"] > 1.0
+    assert metrics["data/tokens/wikitext_valid"] > 0 and metrics["data/tokens/teacher"] >= 64
+    for stage in ("distill", "finetune"):
+        assert metrics[f"throughput/{stage}/tokens_per_s"] > 0
+        assert metrics[f"tokens/{stage}"] == 2 * 4 * 32  # steps x batch x seq_len
+        assert results["stages"][stage]["metrics"]["val/tokens"] == 2 * 4 * 32
+    shards = list((tmp_path / "cache" / "text_mix").glob("teacher-*/shard-*.pt"))
+    assert shards, "the teacher's samples are cached in shards"
+
+    proc, results = run_py([
+        "experiment=samsum_smollm2_hedgehog_window", "attention.options.window=4",
+        f"regime.distilled_from={tmp_path / 'wikitext'}", "data.max_train_samples=8", "data.max_eval_samples=4",
+        "data.max_length=96", "data.max_new_tokens=6", "data.batch_size=4", "regime.finetune_steps=2",
+        "hydra.run.dir=" + str(tmp_path / "zsamsum"), *common,
+    ], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert results["stages"]["distill"].get("skipped") and results["stages"]["finetune"]["global_step"] == 2
+    assert "test/rouge1" in results["metrics"]

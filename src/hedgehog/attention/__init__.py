@@ -19,6 +19,7 @@ from hedgehog.attention.linear import RecurrentState, attention_weights, linear_
 from hedgehog.attention.softmax import softmax_attention, softmax_weights
 from hedgehog.attention.hybrid import (
     HybridState,
+    WindowBalance,
     calibrated_log_balance,
     hybrid_attention,
     hybrid_prefill,
@@ -35,6 +36,7 @@ __all__ = [
     "FeatureMap",
     "FeaturePair",
     "HybridState",
+    "WindowBalance",
     "calibrated_log_balance",
     "hybrid_attention",
     "hybrid_prefill",

@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from hedgehog.attention.checks import accumulation_dtype, check_key_padding_mask, full_precision
 from hedgehog.attention.feature_maps.base import FeatureMap, FeaturePair
@@ -336,3 +336,31 @@ def hybrid_step(
     out = combine(s, values.to(acc)[:, :, None], lin_num, lin_den, _grouped(log_q, hk), beta)
     out = out.reshape(b, hq, 1, v.shape[-1]).to(v.dtype)
     return out, HybridState(linear, pair.key_shift, keys, values, real, state.seen + 1)
+
+
+class WindowBalance(nn.Module):
+    """The hybrid's per-head balance ``beta [Hq]`` (``lam = exp(beta)``), owned by an attention layer.
+
+    ``calibrate`` sets beta once from data (``calibrated_log_balance``; averaged over processes in a distributed
+    run), so that training starts from a linear part at softmax's scale rather than wherever the untrained feature
+    map's scale happens to be; ``calibrated`` (a buffer, saved with the weights) records that it happened.
+    """
+
+    def __init__(self, num_heads: int) -> None:
+        super().__init__()
+        self.log_balance = nn.Parameter(torch.zeros(num_heads))
+        self.register_buffer("calibrated", torch.zeros((), dtype=torch.bool))
+
+    @torch.no_grad()
+    def calibrate(self, q: Tensor, k: Tensor, features: FeaturePair, *, window: int, causal: bool,
+                  key_padding_mask: Tensor | None = None, scale: float | None = None) -> None:
+        beta = calibrated_log_balance(q, k, features, window=window, causal=causal,
+                                      key_padding_mask=key_padding_mask, scale=scale).to(self.log_balance)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(beta)
+            beta /= torch.distributed.get_world_size()
+        self.log_balance.copy_(beta)
+        self.calibrated.fill_(True)
+
+    def extra_repr(self) -> str:
+        return f"num_heads={self.log_balance.numel()}, calibrated={bool(self.calibrated)}"

@@ -1,7 +1,9 @@
 """``LinearAttentionCache``: constant-size decoding state for converted causal LMs.
 
 A transformers ``Cache`` whose layers keep, instead of every past key and value, the causal linear-attention
-state ``S [B, Hk, F, Dv]``, ``z [B, Hk, F]`` (``RecurrentState``) and a token count. The model's attention code
+state ``S [B, Hk, F, Dv]``, ``z [B, Hk, F]`` (``RecurrentState``, with the key shift of the stabilised features)
+or, for the sliding-window hybrid, a ``HybridState`` (that state plus the window's keys and values), and a token
+count. The model's attention code
 still calls ``cache.update(k, v, layer_idx)``: the layer counts the new tokens (so ``get_seq_length`` and hence
 positions / RoPE are right) and hands the same k, v back; the converted layer then folds them into the state
 (prefill: ``linear_attention(..., return_state=True)``, decode: ``recurrent_step``). Memory does not grow with
@@ -14,11 +16,29 @@ import torch
 from torch import Tensor
 from transformers.cache_utils import Cache, CacheLayerMixin
 
-from hedgehog.attention import RecurrentState
+from hedgehog.attention import HybridState, RecurrentState
+
+
+def _map_tensors(value, fn):
+    """``value`` with ``fn`` applied to every tensor inside it (tensors, NamedTuples of them, None, ints)."""
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(*(_map_tensors(v, fn) for v in value))
+    return value
+
+
+def _nbytes(value) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, tuple):
+        return sum(_nbytes(v) for v in value)
+    return 0
 
 
 class RecurrentStateLayer(CacheLayerMixin):
-    """One layer's ``RecurrentState`` (None before the first token) and the number of tokens it has seen."""
+    """One layer's state (``RecurrentState`` or ``HybridState``; None before the first token), the key shift of
+    its stabilised features (None for maps without one) and the number of tokens it has seen."""
 
     is_compileable = False
     is_croppable = False
@@ -27,11 +47,13 @@ class RecurrentStateLayer(CacheLayerMixin):
 
     def __init__(self, **kwargs) -> None:
         super().__init__()
-        self.state: RecurrentState | None = None
+        self.state: RecurrentState | HybridState | None = None
+        self.key_shift: torch.Tensor | None = None
         self.seen = 0
 
     def __repr__(self) -> str:
-        shape = None if self.state is None else list(self.state.S.shape)
+        linear = self.state.linear if isinstance(self.state, HybridState) else self.state
+        shape = None if linear is None else list(linear.S.shape)
         return f"{type(self).__name__}(seen={self.seen}, S={shape})"
 
     def lazy_initialization(self, key_states: Tensor, value_states: Tensor) -> None:
@@ -58,8 +80,8 @@ class RecurrentStateLayer(CacheLayerMixin):
         return -1
 
     def _map_state(self, fn) -> None:
-        if self.state is not None:
-            self.state = RecurrentState(fn(self.state.S), fn(self.state.z))
+        self.state = _map_tensors(self.state, fn)
+        self.key_shift = _map_tensors(self.key_shift, fn)
 
     def offload(self) -> None:
         self._map_state(lambda t: t.to("cpu", non_blocking=True))
@@ -69,7 +91,7 @@ class RecurrentStateLayer(CacheLayerMixin):
             self._map_state(lambda t: t.to(self.device, non_blocking=True))
 
     def reset(self) -> None:
-        self.state, self.seen = None, 0
+        self.state, self.key_shift, self.seen = None, None, 0
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         self._map_state(lambda t: t.index_select(0, beam_idx.to(t.device)))
@@ -88,13 +110,12 @@ class RecurrentStateLayer(CacheLayerMixin):
 
     @property
     def batch_size(self) -> int:
-        return -1 if self.state is None else self.state.S.shape[0]
+        linear = self.state.linear if isinstance(self.state, HybridState) else self.state
+        return -1 if linear is None else linear.S.shape[0]
 
     def state_nbytes(self) -> int:
         """Bytes held by this layer's state (0 before the first token)."""
-        if self.state is None:
-            return 0
-        return self.state.S.numel() * self.state.S.element_size() + self.state.z.numel() * self.state.z.element_size()
+        return _nbytes(self.state) + _nbytes(self.key_shift)
 
 
 class LinearAttentionCache(Cache):

@@ -1,10 +1,11 @@
 """Attention distillation (stage 1, Zhang et al., 2024, sec. 4.2) on a converted model.
 
-In distillation mode every converted layer computes, from the same q and k, the teacher's softmax weights and
-its own linear weights, adds ``distillation_loss(teacher, student)`` (soft cross-entropy minus the teacher's
-entropy, eq. 5; optionally plus ``mse_weight`` x the MSE between the two attention outputs) to a per-layer
-accumulator and passes the *softmax* output on, so the network computes exactly the teacher's activations
-and no second copy of the model is needed. Only the feature maps should train::
+In distillation mode every converted layer computes, from the same q and k, the teacher's softmax attention and
+its own, adds ``cross_entropy`` x ``distillation_loss(teacher, student)`` (soft cross-entropy minus the teacher's
+entropy, eq. 5) plus ``mse`` x the MSE between the two attention outputs (``set_distillation``'s weights; the
+paper's loss is cross_entropy=1, mse=0; attention transfer as in LoLCATs is cross_entropy=0, mse=1000) to a
+per-layer accumulator and passes the *softmax* output on, so the network computes exactly the teacher's
+activations and no second copy of the model is needed. Only the feature maps should train::
 
     freeze_except_feature_maps(model)
     with distillation(model):
@@ -34,19 +35,20 @@ def _layers(model: nn.Module, fn: str):
     return layers
 
 
-def set_distillation(model: nn.Module, enabled: bool, *, mse_weight: float | None = None, metrics: bool | None = None) -> None:
+def set_distillation(
+    model: nn.Module, enabled: bool, *, cross_entropy: float | None = None, mse_weight: float | None = None,
+    metrics: bool | None = None,
+) -> None:
     """Switch distillation mode on or off for every converted layer.
 
-    ``mse_weight`` (kept when None): weight of the attention-output MSE added to each layer's loss (0 = the
-    paper's loss only). ``metrics`` (kept when None): record teacher/student entropy and KL per layer
-    (``teacher_student_metrics``). Switching off drops any loss not yet popped.
+    ``cross_entropy`` / ``mse_weight`` (each kept when None; at first 1 and 0): weights of the soft
+    cross-entropy on the attention weights and of the attention-output MSE in each layer's loss. ``metrics``
+    (kept when None): record teacher/student entropy and KL per layer (``teacher_student_metrics``; needs the
+    N x N weights). Switching off drops any loss not yet popped.
     """
-    if mse_weight is not None and (not isinstance(mse_weight, (int, float)) or mse_weight < 0):
-        raise ValueError(f"set_distillation: mse_weight must be a number >= 0, got {mse_weight!r}")
     for layer in _layers(model, "set_distillation"):
+        layer.set_loss_weights(cross_entropy=cross_entropy, mse=mse_weight)
         layer.distilling = bool(enabled)
-        if mse_weight is not None:
-            layer.mse_weight = float(mse_weight)
         if metrics is not None:
             layer.record_metrics = bool(metrics)
         if not enabled:
@@ -60,16 +62,19 @@ def is_distilling(model: nn.Module) -> bool:
 
 
 @contextlib.contextmanager
-def distillation(model: nn.Module, *, mse_weight: float | None = None, metrics: bool | None = None) -> Iterator[nn.Module]:
+def distillation(
+    model: nn.Module, *, cross_entropy: float | None = None, mse_weight: float | None = None,
+    metrics: bool | None = None,
+) -> Iterator[nn.Module]:
     """``with distillation(model): ...`` runs the block in distillation mode, then restores the previous mode."""
     layers = _layers(model, "distillation")
-    previous = [(layer.distilling, layer.mse_weight, layer.record_metrics) for layer in layers]
-    set_distillation(model, True, mse_weight=mse_weight, metrics=metrics)
+    previous = [(layer.distilling, dict(layer.loss_weights), layer.record_metrics) for layer in layers]
+    set_distillation(model, True, cross_entropy=cross_entropy, mse_weight=mse_weight, metrics=metrics)
     try:
         yield model
     finally:
-        for layer, (mode, weight, record) in zip(layers, previous):
-            layer.distilling, layer.mse_weight, layer.record_metrics = mode, weight, record
+        for layer, (mode, weights, record) in zip(layers, previous):
+            layer.distilling, layer.loss_weights, layer.record_metrics = mode, weights, record
 
 
 def pop_distillation_loss(model: nn.Module) -> Tensor:

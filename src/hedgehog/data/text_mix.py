@@ -12,7 +12,7 @@ with more text than WikiText's 217K-token valid split:
 4. the documents are shuffled (seeded), a ``val_fraction`` of them held out for validation, and each split is
    joined into one stream (end-of-sequence token between documents) and cut into blocks of ``seq_len``.
 
-The result is cached as ``<cache_dir>/text_mix-<key>.pt`` (key: tokenizer, source file hashes, teacher
+The result is cached as ``<cache>/text_mix-<key>.pt`` (key: tokenizer, source file hashes, teacher
 samples, settings), with a manifest of how many tokens each source gave (``self.manifest``, also logged).
 The test split is ``test_file`` (WikiText-2 test by default: ``test/ppl``); it is read for evaluation and
 decontamination only.
@@ -75,14 +75,15 @@ class TextMixDataModule(L.LightningDataModule):
         device}`` (``TeacherSampling``); ``tokens: 0`` also means no sampled text.
     test_file: evaluation text (perplexity on its blocks); decontaminate_files: more evaluation files whose
         13-word runs must not appear in training text.
-    cache_dir: where the corpus and teacher shards are cached.
+    cache: the folder where the corpus and the teacher's shards are cached (made if missing).
+    max_train_blocks / max_eval_blocks: caps for small runs (eval caps validation and test).
     """
 
     def __init__(
         self,
         tokenizer: Any,
         data_dir: str,
-        cache_dir: str,
+        cache: str,
         sources: list[str] | tuple[str, ...] = SOURCES,
         teacher: Mapping[str, Any] | None = None,
         test_file: str | None = None,
@@ -93,6 +94,7 @@ class TextMixDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         val_fraction: float = 0.02,
         seed: int = 0,
+        max_train_blocks: int | None = None,
         max_eval_blocks: int | None = None,
         ngram: int = DEFAULT_N,
         num_workers: int = 0,
@@ -108,7 +110,7 @@ class TextMixDataModule(L.LightningDataModule):
         self._tokenizer_arg = tokenizer
         self._tokenizer = None
         self.data_dir = Path(data_dir).expanduser()
-        self.cache_dir = Path(cache_dir).expanduser()
+        self.cache_dir = Path(cache).expanduser()
         self.sources = tuple(sources)
         self.teacher = TeacherSampling(**dict(teacher)) if teacher and int(teacher.get("tokens", 0)) > 0 else None
         self.test_file = None if test_file is None else Path(test_file).expanduser()
@@ -131,6 +133,7 @@ class TextMixDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.val_fraction = val_fraction
         self.seed = seed
+        self.max_train_blocks = max_train_blocks
         self.max_eval_blocks = max_eval_blocks
         self.ngram = ngram
         self.num_workers = num_workers
@@ -212,7 +215,7 @@ class TextMixDataModule(L.LightningDataModule):
         return [p for p in (self.test_file, *self.decontaminate_files) if p is not None]
 
     def corpus(self) -> dict[str, Any]:
-        """The cached corpus (built on first use; ``<cache_dir>/text_mix-<key>.pt``)."""
+        """The cached corpus (built on first use; ``<cache>/text_mix-<key>.pt``)."""
         path = self.cache_dir / f"text_mix-{self.cache_key()}.pt"
         if path.is_file():
             return torch.load(path, weights_only=True)
@@ -239,10 +242,10 @@ class TextMixDataModule(L.LightningDataModule):
         sets = {k: LMBlockDataset(v.long(), self.seq_len, name=f"text mix {k!r}") for k, v in corpus["streams"].items()}
         if self.test_file is not None:
             sets["test"] = LMBlockDataset(self.test_stream(), self.seq_len, name=f"test file {self.test_file}")
-        if self.max_eval_blocks is not None:
-            for split in ("validation", "test"):
-                if split in sets:
-                    sets[split] = Subset(sets[split], range(min(len(sets[split]), self.max_eval_blocks)))
+        caps = {"train": self.max_train_blocks, "validation": self.max_eval_blocks, "test": self.max_eval_blocks}
+        for split, cap in caps.items():
+            if cap is not None and split in sets:
+                sets[split] = Subset(sets[split], range(min(len(sets[split]), cap)))
         self.datasets = sets
         by_source = ", ".join(f"{k} {v['tokens']:,}" for k, v in self.manifest["sources"].items())
         log.info("text mix: tokens by source: %s; blocks of %d: %s", by_source, self.seq_len,

@@ -114,10 +114,33 @@ def split_weights(weight: Tensor, bias: Tensor | None, block_x: int, block_h: in
     return w_hi.contiguous(), w_lo.contiguous(), b
 
 
-class _Call:
-    """What every launch of one forward or backward shares: plan, dtypes, weights, mask."""
+from hedgehog.attention.feature_maps.hedgehog import KEY_HEADROOM  # noqa: E402  (one constant, two paths)
 
-    def __init__(self, p: Plan, q: Tensor, k: Tensor, v: Tensor, mask, wq, wk, shift_q: bool, dot):
+
+def key_shift(k: Tensor, weight: Tensor, bias: Tensor | None, mask: Tensor | None, block_h: int) -> Tensor:
+    """The per-feature key shift ``[B, Hk, 2, block_h]`` (float32) of the stabilised Hedgehog features: for each
+    feature, the largest ``u = k W_h + b_h`` (first half) and ``-u`` (second half) over the real keys, zero padded;
+    less ``KEY_HEADROOM``; keys are shifted down by it and queries up, which leaves every product unchanged
+    (``hedgehog.attention.feature_maps.hedgehog``, the same stabilisation as the PyTorch path). Any value would be
+    exact; this one keeps every exponent <= KEY_HEADROOM, so no feature overflows whatever the activation scale."""
+    with torch.no_grad():
+        u = torch.matmul(k, weight.to(k.dtype)).float()  # [B, Hk, N, hidden]
+        if bias is not None:
+            u = u + bias.float()[None, :, None, :]
+        both = torch.stack([u, -u], dim=2)  # [B, Hk, 2, N, hidden]
+        if mask is not None:
+            both = both.masked_fill(~mask.bool()[:, None, None, :, None], -torch.inf)
+        shift = both.amax(dim=3) if both.shape[3] else both.new_zeros(both.shape[:3] + both.shape[4:])
+        shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
+        out = torch.zeros(*shift.shape[:3], block_h, device=k.device, dtype=torch.float32)
+        out[..., : shift.shape[-1]] = shift - KEY_HEADROOM
+        return out
+
+
+class _Call:
+    """What every launch of one forward or backward shares: plan, dtypes, weights, mask, key shift."""
+
+    def __init__(self, p: Plan, q: Tensor, k: Tensor, v: Tensor, mask, wq, wk, shift_q: bool, dot, shift=None):
         self.p, self.dev = p, q.device
         DOT, PREC = dot
         self.split = p.fused and q.dtype != torch.float32 and L.split_weights()
@@ -126,6 +149,7 @@ class _Call:
         self.has_mask = mask is not None
         self.mask = mask if self.has_mask else q
         self.mask_stride = mask.stride(0) if self.has_mask else 0
+        self.shift = shift if shift is not None else q
         self.shift_q = shift_q
         self.common = dict(
             FEATURE=1 if p.fused else 0, BLOCK_X=p.block_x, BLOCK_F=p.block_f, BLOCK_H=p.block_f // 2,
@@ -147,16 +171,17 @@ class _Call:
         )
 
 
-def forward(p: Plan, q, k, v, mask, wq, wk, shift_q: bool, dot):
-    """Run the forward kernels. ``wq``/``wk``: ``(w_hi, w_lo, b)`` or None. Returns (out, den, state)."""
-    c = _Call(p, q, k, v, mask, wq, wk, shift_q, dot)
+def forward(p: Plan, q, k, v, mask, wq, wk, shift_q: bool, dot, shift=None):
+    """Run the forward kernels. ``wq``/``wk``: ``(w_hi, w_lo, b)`` or None; ``shift``: the key shift
+    ``[B, Hk, 2, block_f / 2]`` (fused map) or None. Returns (out, den, state)."""
+    c = _Call(p, q, k, v, mask, wq, wk, shift_q, dot, shift)
     E = p.E
     state, stride_st_bh, stride_st_s = q, 0, 0
     if p.has_state:
         delta = torch.empty(p.B * p.Hk, p.nseg, E, device=c.dev, dtype=torch.float32)
         c.launch(
             "segment_states", segment_states_kernel, (p.nseg, p.B * p.Hk),
-            [k, *_strides(k), v, *_strides(v), c.mask, c.mask_stride, *c.wk, delta,
+            [k, *_strides(k), v, *_strides(v), c.mask, c.mask_stride, *c.wk, c.shift, delta,
              p.Hk, p.N, p.XD, p.F, p.DV, p.seg, p.nseg],
             SPLIT_W=c.split, HAS_MASK=c.has_mask,
         )
@@ -172,17 +197,17 @@ def forward(p: Plan, q, k, v, mask, wq, wk, shift_q: bool, dot):
     den = torch.empty(p.B * p.Hq, p.N, device=c.dev, dtype=torch.float32)
     c.launch(
         "chunk_output", chunk_output_kernel, (p.nseg, p.B * p.Hq),
-        [q, *_strides(q), k, *_strides(k), v, *_strides(v), c.mask, c.mask_stride, *c.wq, *c.wk,
+        [q, *_strides(q), k, *_strides(k), v, *_strides(v), c.mask, c.mask_stride, *c.wq, *c.wk, c.shift,
          state, stride_st_bh, stride_st_s, out, *_strides(out), den, p.Hq, p.G, p.N, p.XD, p.F, p.DV, p.seg],
         CAUSAL=p.causal, SHIFT_Q=shift_q, SPLIT_W=c.split, HAS_STATE=p.has_state, HAS_MASK=c.has_mask, TINY=L.TINY,
     )
     return out, den, (state if p.has_state else None, stride_st_bh, stride_st_s)
 
 
-def backward(p: Plan, q, k, v, mask, wq, wk, shift_q: bool, dot, out, den, state, do):
+def backward(p: Plan, q, k, v, mask, wq, wk, shift_q: bool, dot, out, den, state, do, shift=None):
     """Run the backward kernels. Returns (dq, dk, dv, dW_q, db_q, dW_k, db_k) with the padded weight
     gradients ``[H, block_x, block_f / 2]`` / ``[H, block_f / 2]`` (None for ready-made features)."""
-    c = _Call(p, q, k, v, mask, wq, wk, shift_q, dot)
+    c = _Call(p, q, k, v, mask, wq, wk, shift_q, dot, shift)
     E, dev, bh = p.E, c.dev, p.block_f // 2
     st, stride_st_bh, stride_st_s = state
     zeros = lambda *shape: torch.zeros(*shape, device=dev, dtype=torch.float32)  # noqa: E731
@@ -195,8 +220,8 @@ def backward(p: Plan, q, k, v, mask, wq, wk, shift_q: bool, dot, out, den, state
         rdelta = torch.empty(p.B * p.Hq, p.nseg, E, device=dev, dtype=torch.float32)
         c.launch(
             "chunk_rstate", chunk_rstate_kernel, (p.nseg, p.B * p.Hq),
-            [q, *_strides(q), *c.wq, out, *_strides(out), do, *_strides(do), den, delta, rdelta,
-             p.Hq, p.N, p.XD, p.F, p.DV, p.seg, p.nseg],
+            [q, *_strides(q), *c.wq, c.shift, out, *_strides(out), do, *_strides(do), den, delta, rdelta,
+             p.Hq, p.G, p.N, p.XD, p.F, p.DV, p.seg, p.nseg],
             SHIFT_Q=shift_q, SPLIT_W=c.split, TINY=L.TINY,
         )
         if p.causal:  # exclusive suffix over segments, summed over the query heads of a group, in place
@@ -210,7 +235,7 @@ def backward(p: Plan, q, k, v, mask, wq, wk, shift_q: bool, dot, out, den, state
     dq = torch.empty_like(q)
     c.launch(
         "chunk_dq", chunk_dq_kernel, (p.nseg, p.B * p.Hq),
-        [q, *_strides(q), k, *_strides(k), v, *_strides(v), c.mask, c.mask_stride, *c.wq, *c.wk,
+        [q, *_strides(q), k, *_strides(k), v, *_strides(v), c.mask, c.mask_stride, *c.wq, *c.wk, c.shift,
          st if st is not None else q, stride_st_bh, stride_st_s, out, *_strides(out), do, *_strides(do),
          den, delta, dq, *_strides(dq), dwq, dbq, p.Hq, p.G, p.N, p.XD, p.F, p.DV, p.seg],
         reset=(lambda: (dwq.zero_(), dbq.zero_())) if p.fused else None,
@@ -221,7 +246,7 @@ def backward(p: Plan, q, k, v, mask, wq, wk, shift_q: bool, dot, out, den, state
     dv = torch.empty_like(v)
     c.launch(
         "chunk_dkv", chunk_dkv_kernel, (p.nseg, p.B * p.Hk),
-        [q, *_strides(q), k, *_strides(k), v, *_strides(v), c.mask, c.mask_stride, *c.wq, *c.wk,
+        [q, *_strides(q), k, *_strides(k), v, *_strides(v), c.mask, c.mask_stride, *c.wq, *c.wk, c.shift,
          rstate, stride_rs_bh, stride_rs_s, do, *_strides(do), den, delta, dk, *_strides(dk), dv, *_strides(dv),
          dwk, dbk, p.Hk, p.G, p.N, p.XD, p.F, p.DV, p.seg],
         reset=(lambda: (dwk.zero_(), dbk.zero_())) if p.fused else None,
@@ -261,21 +286,25 @@ class HedgehogAttentionFunction(torch.autograd.Function):
         wq = split_weights(weight_q, bias_q, p.block_x, p.block_f // 2, q.dtype)
         wk = split_weights(weight_k, bias_k, p.block_x, p.block_f // 2, k.dtype)
         mask = _prepare_mask(mask)
-        out, den, state = forward(p, q, k, v, mask, wq, wk, stable, dot)
-        ctx.save_for_backward(q, k, v, weight_q, bias_q, weight_k, bias_k, mask, out, den, state[0])
+        if stable:
+            shift = key_shift(k, weight_k, bias_k, mask, p.block_f // 2)
+        else:  # the plain features exp(+-u): a zero shift
+            shift = torch.zeros(p.B, p.Hk, 2, p.block_f // 2, device=q.device, dtype=torch.float32)
+        out, den, state = forward(p, q, k, v, mask, wq, wk, stable, dot, shift)
+        ctx.save_for_backward(q, k, v, weight_q, bias_q, weight_k, bias_k, mask, out, den, state[0], shift)
         ctx.plan, ctx.dot, ctx.stable, ctx.state_strides = p, dot, stable, state[1:]
         return out
 
     @staticmethod
     def backward(ctx, dout):
-        q, k, v, weight_q, bias_q, weight_k, bias_k, mask, out, den, st = ctx.saved_tensors
+        q, k, v, weight_q, bias_q, weight_k, bias_k, mask, out, den, st, shift = ctx.saved_tensors
         p = ctx.plan
         wq = split_weights(weight_q, bias_q, p.block_x, p.block_f // 2, q.dtype)
         wk = split_weights(weight_k, bias_k, p.block_x, p.block_f // 2, k.dtype)
         if dout.stride(-1) not in (0, 1):  # stride 0 (e.g. from out.sum()) is read as is, no copy
             dout = dout.contiguous()
         dq, dk, dv, dwq, dbq, dwk, dbk = backward(
-            p, q, k, v, mask, wq, wk, ctx.stable, ctx.dot, out, den, (st, *ctx.state_strides), dout
+            p, q, k, v, mask, wq, wk, ctx.stable, ctx.dot, out, den, (st, *ctx.state_strides), dout, shift
         )
         gwq, gbq = _unpad(dwq, dbq, weight_q, bias_q)
         gwk, gbk = _unpad(dwk, dbk, weight_k, bias_k)
@@ -315,8 +344,10 @@ def hedgehog_attention(
 
     q ``[B, Hq, N, D]``, k ``[B, Hk, N, D]``, v ``[B, Hk, N, Dv]`` (``Hq % Hk == 0``); ``weight_q [Hq, D, d']``,
     ``bias_q [Hq, d']`` (or None), ``weight_k [Hk, D, d']``, ``bias_k [Hk, d']``; ``key_padding_mask [B, N]``
-    bool, True on real tokens. ``stable``: shift each query's features by its max ``|u|`` (cancelled by the
-    normaliser). Returns ``[B, Hq, N, Dv]`` in v's dtype; differentiable in q, k, v and the four parameters.
+    bool, True on real tokens. ``stable``: shift each key feature down by its largest value over the sequence
+    and each query up by the same (``key_shift``), then each query by its own largest log-feature (cancelled by
+    the normaliser): finite at any activation scale. Returns ``[B, Hq, N, Dv]`` in v's dtype; differentiable in
+    q, k, v and the four parameters.
     """
     return HedgehogAttentionFunction.apply(
         q, k, v, weight_q, bias_q, weight_k, bias_k, key_padding_mask, causal, stable, chunk_size, segment_size

@@ -21,7 +21,9 @@ import triton
 import triton.language as tl
 
 from hedgehog.kernels.chunked_forward import key_tile
-from hedgehog.kernels.tiles import cast, exp_feature_grad, feature_tile, load_map, load_rows, mm, safe_denominator
+from hedgehog.kernels.tiles import (
+    cast, exp_feature_grad, feature_tile, load_map, load_rows, load_shift, mm, safe_denominator,
+)
 
 
 @triton.jit
@@ -46,12 +48,13 @@ def _delta(o_base, stride_on, stride_od, rows, row_ok, g, live, DV, BLOCK_DV: tl
 def chunk_rstate_kernel(
     Q, stride_qb, stride_qh, stride_qn, stride_qd,
     WQ, WQL, BQ,
+    SHIFT,  # [B, Hk, 2, BLOCK_H] float32: the key shift (FEATURE == 1)
     O, stride_ob, stride_oh, stride_on, stride_od,
     DO, stride_db, stride_dh, stride_dn, stride_dd,
     DEN,  # [B * Hq, N] float32 (forward normaliser, unguarded)
     DELTA,  # [B * Hq, N] float32 out: delta_i
     RDELTA,  # [B * Hq, nseg, E] float32 out: the segment's sum phi(q) g^T and sum delta phi(q)
-    Hq, N, XD, F, DV, SEG, nseg,
+    Hq, G, N, XD, F, DV, SEG, nseg,
     FEATURE: tl.constexpr, SHIFT_Q: tl.constexpr, SPLIT_W: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_X: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_H: tl.constexpr,
     BLOCK_DV: tl.constexpr, XDOT: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr, EMULATE: tl.constexpr,
@@ -71,8 +74,10 @@ def chunk_rstate_kernel(
     den_base = DEN + pid_bh.to(tl.int64) * N
     if FEATURE == 1:
         wq, wql, bq = load_map(WQ, WQL, BQ, h, BLOCK_X, BLOCK_H, SPLIT_W, XDOT)
+        sp, sn = load_shift(SHIFT, b, h // G, Hq // G, BLOCK_H)
     else:
         wq, wql, bq = WQ, WQL, BQ
+        sp, sn = WQ, WQ
 
     R = tl.zeros([BLOCK_F, BLOCK_DV], dtype=tl.float32)
     r = tl.zeros([BLOCK_F], dtype=tl.float32)
@@ -81,7 +86,7 @@ def chunk_rstate_kernel(
     for start in range(seg_start, seg_end, BLOCK_N):
         rows = start + rn
         row_ok = rows < N
-        xq, phq = feature_tile(q_base, stride_qn, stride_qd, rows, row_ok, XD, F, wq, wql, bq,
+        xq, phq = feature_tile(q_base, stride_qn, stride_qd, rows, row_ok, XD, F, wq, wql, bq, sp, sn,
                                FEATURE, SHIFT_Q, SPLIT_W, BLOCK_X, XDOT, DOT, PREC, EMULATE)
         g, live = _upstream(do_base, stride_dn, stride_dd, den_base, rows, row_ok, DV, BLOCK_DV, TINY)
         delta = _delta(o_base, stride_on, stride_od, rows, row_ok, g, live, DV, BLOCK_DV)
@@ -100,6 +105,7 @@ def chunk_dq_kernel(
     V, stride_vb, stride_vh, stride_vn, stride_vd,
     MASK, stride_mb,
     WQ, WQL, BQ, WK, WKL, BK,
+    SHIFT,  # [B, Hk, 2, BLOCK_H] float32: the key shift (FEATURE == 1)
     STATE, stride_st_bh, stride_st_s,  # forward state before each segment (or the total), [B * Hk, ., E]
     O, stride_ob, stride_oh, stride_on, stride_od,
     DO, stride_db, stride_dh, stride_dn, stride_dd,
@@ -137,9 +143,11 @@ def chunk_dq_kernel(
     if FEATURE == 1:
         wq, wql, bq = load_map(WQ, WQL, BQ, h, BLOCK_X, BLOCK_H, SPLIT_W, XDOT)
         wk, wkl, bk = load_map(WK, WKL, BK, hk, BLOCK_X, BLOCK_H, SPLIT_W, XDOT)
+        sp, sn = load_shift(SHIFT, b, hk, Hq // G, BLOCK_H)
     else:
         wq, wql, bq = WQ, WQL, BQ
         wk, wkl, bk = WK, WKL, BK
+        sp, sn = WQ, WQ
 
     if HAS_STATE:
         st = STATE + (b * (Hq // G) + hk).to(tl.int64) * stride_st_bh + pid_s * stride_st_s
@@ -156,7 +164,7 @@ def chunk_dq_kernel(
     for start in range(seg_start, seg_end, BLOCK_N):
         rows = start + rn
         row_ok = rows < N
-        xq, phq = feature_tile(q_base, stride_qn, stride_qd, rows, row_ok, XD, F, wq, wql, bq,
+        xq, phq = feature_tile(q_base, stride_qn, stride_qd, rows, row_ok, XD, F, wq, wql, bq, sp, sn,
                                FEATURE, SHIFT_Q, SPLIT_W, BLOCK_X, XDOT, DOT, PREC, EMULATE)
         g, live = _upstream(do_base, stride_dn, stride_dd, den_base, rows, row_ok, DV, BLOCK_DV, TINY)
         if COMPUTE_DELTA:
@@ -168,7 +176,7 @@ def chunk_dq_kernel(
         if CAUSAL:
             xk, phk, v, keep = key_tile(
                 k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd, mask_base, start, N, XD, F, DV,
-                wk, wkl, bk, FEATURE, SPLIT_W, HAS_MASK, BLOCK_N, BLOCK_X, BLOCK_DV, XDOT, DOT, PREC, EMULATE,
+                wk, wkl, bk, sp, sn, FEATURE, SPLIT_W, HAS_MASK, BLOCK_N, BLOCK_X, BLOCK_DV, XDOT, DOT, PREC, EMULATE,
             )
             dA = mm(g, tl.trans(v), DOT, PREC, EMULATE) + delta[:, None]
             dA = tl.where(rows[:, None] >= rows[None, :], dA, 0.0)
@@ -201,6 +209,7 @@ def chunk_dkv_kernel(
     V, stride_vb, stride_vh, stride_vn, stride_vd,
     MASK, stride_mb,
     WQ, WQL, BQ, WK, WKL, BK,
+    SHIFT,  # [B, Hk, 2, BLOCK_H] float32: the key shift (FEATURE == 1)
     RSTATE, stride_rs_bh, stride_rs_s,  # reverse state after each segment (or the total), [B * Hk, ., E]
     DO, stride_db, stride_dh, stride_dn, stride_dd,
     DEN, DELTA,  # [B * Hq, N] float32
@@ -234,9 +243,11 @@ def chunk_dkv_kernel(
     if FEATURE == 1:
         wk, wkl, bk = load_map(WK, WKL, BK, hk, BLOCK_X, BLOCK_H, SPLIT_W, XDOT)
         wq, wql, bq = load_map(WQ, WQL, BQ, hk * G, BLOCK_X, BLOCK_H, SPLIT_W, XDOT)
+        sp, sn = load_shift(SHIFT, b, hk, Hk, BLOCK_H)
     else:
         wk, wkl, bk = WK, WKL, BK
         wq, wql, bq = WQ, WQL, BQ
+        sp, sn = WK, WK
 
     if HAS_STATE:
         st = RSTATE + pid_bh.to(tl.int64) * stride_rs_bh + pid_s * stride_rs_s
@@ -257,7 +268,7 @@ def chunk_dkv_kernel(
         row_ok = rows < N
         xk, phk, v, keep = key_tile(
             k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd, mask_base, start, N, XD, F, DV,
-            wk, wkl, bk, FEATURE, SPLIT_W, HAS_MASK, BLOCK_N, BLOCK_X, BLOCK_DV, XDOT, DOT, PREC, EMULATE,
+            wk, wkl, bk, sp, sn, FEATURE, SPLIT_W, HAS_MASK, BLOCK_N, BLOCK_X, BLOCK_DV, XDOT, DOT, PREC, EMULATE,
         )
         dphk = mm(v, tl.trans(R), DOT, PREC, EMULATE) + r[None, :]
         dv = mm(phk, R, DOT, PREC, EMULATE)
@@ -269,7 +280,7 @@ def chunk_dkv_kernel(
                 q_base = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
                 do_base = DO + b.to(tl.int64) * stride_db + h.to(tl.int64) * stride_dh
                 den_base = DEN + (b * Hq + h).to(tl.int64) * N
-                xq, phq = feature_tile(q_base, stride_qn, stride_qd, rows, row_ok, XD, F, wq, wql, bq,
+                xq, phq = feature_tile(q_base, stride_qn, stride_qd, rows, row_ok, XD, F, wq, wql, bq, sp, sn,
                                        FEATURE, SHIFT_Q, SPLIT_W, BLOCK_X, XDOT, DOT, PREC, EMULATE)
                 gq, live = _upstream(do_base, stride_dn, stride_dd, den_base, rows, row_ok, DV, BLOCK_DV, TINY)
                 delta = tl.load(DELTA + (b * Hq + h).to(tl.int64) * N + rows, mask=row_ok, other=0.0)

@@ -20,12 +20,12 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from hedgehog.kernels.tiles import cast, feature_tile, load_map, load_rows, mm, safe_denominator
+from hedgehog.kernels.tiles import cast, feature_tile, load_map, load_rows, load_shift, mm, safe_denominator
 
 
 @triton.jit
 def key_tile(
-    K, stride_kn, stride_kd, V, stride_vn, stride_vd, mask_base, start, N, XD, F, DV, wk, wkl, bk,
+    K, stride_kn, stride_kd, V, stride_vn, stride_vd, mask_base, start, N, XD, F, DV, wk, wkl, bk, sp, sn,
     FEATURE: tl.constexpr, SPLIT_W: tl.constexpr, HAS_MASK: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_X: tl.constexpr, BLOCK_DV: tl.constexpr,
     XDOT: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr, EMULATE: tl.constexpr,
@@ -36,7 +36,7 @@ def key_tile(
     keep = rows < N
     if HAS_MASK:
         keep = keep & (tl.load(mask_base + rows, mask=rows < N, other=0) != 0)
-    xk, phk = feature_tile(K, stride_kn, stride_kd, rows, rows < N, XD, F, wk, wkl, bk,
+    xk, phk = feature_tile(K, stride_kn, stride_kd, rows, rows < N, XD, F, wk, wkl, bk, sp, sn,
                            FEATURE, False, SPLIT_W, BLOCK_X, XDOT, DOT, PREC, EMULATE)
     phk = tl.where(keep[:, None], phk, 0.0)
     rv = tl.arange(0, BLOCK_DV)
@@ -50,6 +50,7 @@ def segment_states_kernel(
     V, stride_vb, stride_vh, stride_vn, stride_vd,
     MASK, stride_mb,
     WK, WKL, BK,
+    SHIFT,  # [B, Hk, 2, BLOCK_H] float32: the key shift (FEATURE == 1)
     DELTA,  # [B * Hk, nseg, E] float32 out
     Hk, N, XD, F, DV, SEG, nseg,
     FEATURE: tl.constexpr, SPLIT_W: tl.constexpr, HAS_MASK: tl.constexpr,
@@ -68,8 +69,10 @@ def segment_states_kernel(
     mask_base = MASK + b.to(tl.int64) * stride_mb
     if FEATURE == 1:
         wk, wkl, bk = load_map(WK, WKL, BK, h, BLOCK_X, BLOCK_H, SPLIT_W, XDOT)
+        sp, sn = load_shift(SHIFT, b, h, Hk, BLOCK_H)
     else:
         wk, wkl, bk = WK, WKL, BK
+        sp, sn = WK, WK
 
     S = tl.zeros([BLOCK_F, BLOCK_DV], dtype=tl.float32)
     z = tl.zeros([BLOCK_F], dtype=tl.float32)
@@ -78,7 +81,7 @@ def segment_states_kernel(
     for start in range(seg_start, seg_end, BLOCK_N):
         xk, phk, v, keep = key_tile(
             k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd, mask_base, start, N, XD, F, DV, wk, wkl, bk,
-            FEATURE, SPLIT_W, HAS_MASK, BLOCK_N, BLOCK_X, BLOCK_DV, XDOT, DOT, PREC, EMULATE,
+            sp, sn, FEATURE, SPLIT_W, HAS_MASK, BLOCK_N, BLOCK_X, BLOCK_DV, XDOT, DOT, PREC, EMULATE,
         )
         S += mm(tl.trans(phk), v, DOT, PREC, EMULATE)
         z += tl.sum(phk.to(tl.float32), axis=0)
@@ -94,6 +97,7 @@ def chunk_output_kernel(
     V, stride_vb, stride_vh, stride_vn, stride_vd,
     MASK, stride_mb,
     WQ, WQL, BQ, WK, WKL, BK,
+    SHIFT,  # [B, Hk, 2, BLOCK_H] float32: the key shift (FEATURE == 1)
     STATE, stride_st_bh, stride_st_s,  # [B * Hk, nseg or 1, E]: state before each segment (or the total)
     O, stride_ob, stride_oh, stride_on, stride_od,
     DEN,  # [B * Hq, N] float32 out: the normaliser (before the guard), kept for the backward
@@ -122,9 +126,11 @@ def chunk_output_kernel(
     if FEATURE == 1:
         wq, wql, bq = load_map(WQ, WQL, BQ, h, BLOCK_X, BLOCK_H, SPLIT_W, XDOT)
         wk, wkl, bk = load_map(WK, WKL, BK, hk, BLOCK_X, BLOCK_H, SPLIT_W, XDOT)
+        sp, sn = load_shift(SHIFT, b, hk, Hq // G, BLOCK_H)
     else:
         wq, wql, bq = WQ, WQL, BQ
         wk, wkl, bk = WK, WKL, BK
+        sp, sn = WK, WK
 
     if HAS_STATE:
         st = STATE + (b * (Hq // G) + hk).to(tl.int64) * stride_st_bh + pid_s * stride_st_s
@@ -139,14 +145,14 @@ def chunk_output_kernel(
     for start in range(seg_start, seg_end, BLOCK_N):
         rows = start + rn
         row_ok = rows < N
-        xq, phq = feature_tile(q_base, stride_qn, stride_qd, rows, row_ok, XD, F, wq, wql, bq,
+        xq, phq = feature_tile(q_base, stride_qn, stride_qd, rows, row_ok, XD, F, wq, wql, bq, sp, sn,
                                FEATURE, SHIFT_Q, SPLIT_W, BLOCK_X, XDOT, DOT, PREC, EMULATE)
         num = mm(phq, S, DOT, PREC, EMULATE)
         den = tl.sum(phq.to(tl.float32) * z[None, :], axis=1)
         if CAUSAL:
             xk, phk, v, keep = key_tile(
                 k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd, mask_base, start, N, XD, F, DV,
-                wk, wkl, bk, FEATURE, SPLIT_W, HAS_MASK, BLOCK_N, BLOCK_X, BLOCK_DV, XDOT, DOT, PREC, EMULATE,
+                wk, wkl, bk, sp, sn, FEATURE, SPLIT_W, HAS_MASK, BLOCK_N, BLOCK_X, BLOCK_DV, XDOT, DOT, PREC, EMULATE,
             )
             scores = mm(phq, tl.trans(phk), DOT, PREC, EMULATE)
             scores = tl.where(rows[:, None] >= rows[None, :], scores, 0.0)

@@ -69,6 +69,15 @@ def load_map(W, WL, BIAS, h, BLOCK_X: tl.constexpr, BLOCK_H: tl.constexpr, SPLIT
 
 
 @triton.jit
+def load_shift(SHIFT, b, hk, Hk, BLOCK_H: tl.constexpr):
+    """The key shift of batch ``b``, key/value head ``hk``: two ``[BLOCK_H]`` float32 vectors (exp and exp(-)
+    halves) from a ``[B, Hk, 2, BLOCK_H]`` float32 tensor (zeros when no shift is used)."""
+    rh = tl.arange(0, BLOCK_H)
+    base = SHIFT + (b * Hk + hk).to(tl.int64) * 2 * BLOCK_H
+    return tl.load(base + rh), tl.load(base + BLOCK_H + rh)
+
+
+@triton.jit
 def load_rows(base, stride_n, stride_c, rows, row_ok, cols, col_ok):
     """A ``[rows, cols]`` tile of a ``[N, C]`` slab (0 outside)."""
     return tl.load(
@@ -78,8 +87,35 @@ def load_rows(base, stride_n, stride_c, rows, row_ok, cols, col_ok):
 
 
 @triton.jit
+def exp_logs(
+    x, w_hi, w_lo, bias, sp, sn, HID,
+    SHIFT: tl.constexpr, SPLIT_W: tl.constexpr, XDOT: tl.constexpr, PREC: tl.constexpr, EMULATE: tl.constexpr,
+):
+    """The two halves of the stabilised log-features of a tile and the per-row shift ``m`` (0 for keys):
+    queries (``SHIFT``) ``u + sp - m``, ``-u + sn - m`` with ``m`` their row max over the ``HID`` valid columns;
+    keys ``u - sp``, ``-u - sn``. ``[BLOCK_N, BLOCK_H]`` float32 each, and ``m [BLOCK_N]``."""
+    u = mm(x, w_hi, XDOT, PREC, EMULATE)
+    if SPLIT_W:
+        u += mm(x, w_lo, XDOT, PREC, EMULATE)
+    u += bias[None, :]
+    h_ok = tl.arange(0, u.shape[1]) < HID
+    if SHIFT:
+        u_pos = u + sp[None, :]
+        u_neg = -u + sn[None, :]
+        m = tl.maximum(tl.max(tl.where(h_ok[None, :], u_pos, -float("inf")), axis=1),
+                       tl.max(tl.where(h_ok[None, :], u_neg, -float("inf")), axis=1))
+        u_pos = u_pos - m[:, None]
+        u_neg = u_neg - m[:, None]
+    else:
+        u_pos = u - sp[None, :]
+        u_neg = -u - sn[None, :]
+        m = tl.zeros([u.shape[0]], dtype=tl.float32)
+    return u_pos, u_neg, m
+
+
+@triton.jit
 def exp_features(
-    x, w_hi, w_lo, bias, HID,
+    x, w_hi, w_lo, bias, sp, sn, HID,
     SHIFT: tl.constexpr, SPLIT_W: tl.constexpr, XDOT: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr,
     EMULATE: tl.constexpr,
 ):
@@ -87,22 +123,13 @@ def exp_features(
 
     ``u = x (w_hi + w_lo) + bias`` ``[BLOCK_N, BLOCK_H]`` (``w_lo`` is the rounding residue of the float32
     weight in ``XDOT``, so the projection keeps float32 accuracy on 16-bit tensor cores); the features
-    ``exp(u - m)`` and ``exp(-u - m)`` are interleaved (feature ``2f`` and ``2f + 1`` come from ``u_f``), an
-    order the kernels use consistently. ``SHIFT``: ``m`` = the row's max ``|u|`` over the ``HID`` valid
-    columns (the query-side stabiliser, cancelled by the normaliser), else 0. Invalid columns give 0.
+    ``exp(u - .)`` and ``exp(-u - .)`` are interleaved (feature ``2f`` and ``2f + 1`` come from ``u_f``), an
+    order the kernels use consistently. The shifts (``exp_logs``): keys lose the per-feature key shift
+    ``sp`` / ``sn``, queries gain it and lose their row max (``SHIFT``), so every product is unchanged up to a
+    per-query factor the normaliser cancels, and every exponent is <= 0. Invalid columns give 0.
     """
-    u = mm(x, w_hi, XDOT, PREC, EMULATE)
-    if SPLIT_W:
-        u += mm(x, w_lo, XDOT, PREC, EMULATE)
-    u += bias[None, :]
-    h_ok = tl.arange(0, u.shape[1]) < HID
-    if SHIFT:
-        m = tl.max(tl.where(h_ok[None, :], tl.abs(u), 0.0), axis=1)
-        u_pos = u - m[:, None]
-        u_neg = -u - m[:, None]
-    else:
-        u_pos = u
-        u_neg = -u
+    u_pos, u_neg, m = exp_logs(x, w_hi, w_lo, bias, sp, sn, HID, SHIFT, SPLIT_W, XDOT, PREC, EMULATE)
+    h_ok = tl.arange(0, u_pos.shape[1]) < HID
     pos = cast(tl.where(h_ok[None, :], tl.exp(u_pos), 0.0), DOT, EMULATE)
     neg = cast(tl.where(h_ok[None, :], tl.exp(u_neg), 0.0), DOT, EMULATE)
     both = tl.join(pos, neg)  # [BLOCK_N, BLOCK_H, 2]
@@ -121,16 +148,17 @@ def exp_feature_grad(dphi, phi):
 
 @triton.jit
 def feature_tile(
-    X, stride_n, stride_d, rows, row_ok, XD, F, w, wl, bias,
+    X, stride_n, stride_d, rows, row_ok, XD, F, w, wl, bias, sp, sn,
     FEATURE: tl.constexpr, SHIFT: tl.constexpr, SPLIT_W: tl.constexpr, BLOCK_X: tl.constexpr,
     XDOT: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr, EMULATE: tl.constexpr,
 ):
     """The raw tile ``x [BLOCK_N, BLOCK_X]`` of rows ``rows`` and its features ``[BLOCK_N, BLOCK_F]`` in ``DOT``:
-    computed by the Hedgehog map (``FEATURE == 1``, ``F = 2 * hidden``) or ready-made (``FEATURE == 0``)."""
+    computed by the Hedgehog map (``FEATURE == 1``, ``F = 2 * hidden``; key shift ``sp``/``sn``) or ready-made
+    (``FEATURE == 0``)."""
     rx = tl.arange(0, BLOCK_X)
     x = load_rows(X, stride_n, stride_d, rows, row_ok, rx, rx < XD)
     if FEATURE == 1:
-        phi = exp_features(x, w, wl, bias, F // 2, SHIFT, SPLIT_W, XDOT, DOT, PREC, EMULATE)
+        phi = exp_features(x, w, wl, bias, sp, sn, F // 2, SHIFT, SPLIT_W, XDOT, DOT, PREC, EMULATE)
     else:
         phi = cast(x, DOT, EMULATE)
     return x, phi

@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from hedgehog.attention import attend, build_feature_map
+from hedgehog.attention import WindowBalance, attend, build_feature_map
 
 
 def attention_spec(attention: Mapping[str, Any] | str | None) -> tuple[str, dict[str, Any]]:
@@ -84,6 +84,9 @@ class MultiHeadAttention(nn.Module):
         opts = self.attention_options
         self.feature_map_q = build_feature_map(self.attention_name, num_heads, self.head_dim, **opts)
         self.feature_map_k = build_feature_map(self.attention_name, num_kv_heads, self.head_dim, **opts)
+        # the sliding-window hybrid's per-head balance (calibrated on the first training batch)
+        self.window = getattr(self.feature_map_q, "window", None)
+        self.balance = WindowBalance(num_heads) if self.window is not None else None
 
     def forward(self, x: Tensor, key_padding_mask: Tensor | None = None, positions: Tensor | None = None) -> Tensor:
         """x: ``[B, N, C]``; key_padding_mask: bool ``[B, N]``, True on real tokens; positions: ``[N]``/``[B, N]``.
@@ -98,6 +101,9 @@ class MultiHeadAttention(nn.Module):
         v = self.v_proj(x).view(B, N, self.num_kv_heads, self.head_dim).transpose(1, 2)  # [B, Hk, N, D]
         if key_padding_mask is not None:
             key_padding_mask = key_padding_mask.bool()
+        if self.balance is not None and self.training and not bool(self.balance.calibrated):
+            pair = self.feature_map_q.pair(self.feature_map_k, q, k, key_padding_mask=key_padding_mask)
+            self.balance.calibrate(q, k, pair, window=self.window, causal=self.causal, key_padding_mask=key_padding_mask)
         y = attend(
             q,
             k,
@@ -107,6 +113,7 @@ class MultiHeadAttention(nn.Module):
             causal=self.causal,
             key_padding_mask=key_padding_mask,
             positions=positions,
+            log_balance=None if self.balance is None else self.balance.log_balance,
         )  # [B, H, N, D]
         y = y.transpose(1, 2).reshape(B, N, self.num_heads * self.head_dim)  # [B, N, C]
         return self.dropout(self.o_proj(y))

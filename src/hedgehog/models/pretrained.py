@@ -107,6 +107,38 @@ def _dtype(dtype):
     return names[str(dtype)]
 
 
+def gguf_cache_folder(folder: str, gguf_file: str) -> Path:
+    """Where the dequantised copy of a GGUF checkpoint is kept: ``$HEDGEHOG_CACHE_DIR/gguf/<name>-<size>``
+    (default ``~/.cache/hedgehog``). Dequantising SmolLM2's GGUF takes ~25 s on a CPU; loading the copy, ~1 s."""
+    path = Path(folder) / gguf_file
+    root = Path(os.environ.get("HEDGEHOG_CACHE_DIR") or Path.home() / ".cache" / "hedgehog").expanduser()
+    return root / "gguf" / f"{path.stem}-{path.stat().st_size}"
+
+
+def _load_gguf_cached(auto, folder: str, gguf_file: str, kwargs: dict):
+    """``from_pretrained`` of a GGUF file through a dequantised safetensors copy, made on first use."""
+    cache = gguf_cache_folder(folder, gguf_file)
+    kwargs = {k: v for k, v in kwargs.items() if k != "gguf_file"}
+    if (cache / "config.json").is_file():
+        return auto.from_pretrained(cache, **kwargs)
+    model = auto.from_pretrained(folder, gguf_file=gguf_file, **kwargs)
+    try:  # save_pretrained refuses models loaded from GGUF: write the config and the (shared-aware) weights
+        from safetensors.torch import save_model
+
+        tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
+        tmp.mkdir(parents=True, exist_ok=True)
+        config = model.config.to_dict()
+        config.pop("quantization_config", None)
+        type(model.config).from_dict(config).save_pretrained(tmp)
+        save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        tmp.replace(cache)
+    except Exception as error:  # a read-only or full cache folder only costs time
+        import logging
+
+        logging.getLogger(__name__).warning("could not keep a dequantised copy of %s in %s: %s", gguf_file, cache, error)
+    return model
+
+
 def load_pretrained(
     name_or_path: str | os.PathLike,
     task: str = "causal_lm",
@@ -122,6 +154,7 @@ def load_pretrained(
             checkpoint has one) or ``"base"`` (the bare encoder/decoder).
         dtype: torch dtype or its name (``"bfloat16"``...); None keeps the checkpoint's default.
         kwargs: passed to ``from_pretrained``.
+    A GGUF causal LM is dequantised once and kept as safetensors (``gguf_cache_folder``); later loads read that.
     The config gets a ``pad_token_id`` (eos when missing, as GGUF Llamas lack one) so that padded batches and
     sequence classification work.
     """
@@ -138,7 +171,10 @@ def load_pretrained(
     if dtype is not None:
         kwargs["dtype"] = _dtype(dtype)
     try:
-        model = auto.from_pretrained(folder, **kwargs)
+        if gguf_file is not None and task == "causal_lm":
+            model = _load_gguf_cached(auto, folder, gguf_file, kwargs)
+        else:
+            model = auto.from_pretrained(folder, **kwargs)
     except ImportError as error:
         if gguf_file is not None:
             raise ImportError(f"loading {gguf_file} needs the gguf package: pip install gguf ({error})") from error

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Mapping
+from pathlib import Path
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -80,6 +82,36 @@ def has_trainable_feature_map(name: str, options: Mapping[str, Any]) -> bool:
     return fmap is not None and any(p.requires_grad for p in fmap.parameters())
 
 
+DISTILL_LOSS_TERMS = ("cross_entropy", "mse")
+
+
+def distill_loss_weights(distill_loss: Mapping[str, Any] | None) -> dict[str, float]:
+    """``{cross_entropy, mse}`` weights of the attention-transfer loss (``regime.distill_loss``); missing terms
+    are 0, and None is the paper's loss (cross_entropy 1, mse 0)."""
+    if distill_loss is None:
+        return {"cross_entropy": 1.0, "mse": 0.0}
+    unknown = set(distill_loss) - set(DISTILL_LOSS_TERMS)
+    if unknown:
+        raise ValueError(f"regime.distill_loss: unknown terms {sorted(unknown)}; valid: {', '.join(DISTILL_LOSS_TERMS)}")
+    weights = {name: float(distill_loss.get(name, 0.0) or 0.0) for name in DISTILL_LOSS_TERMS}
+    if any(w < 0 for w in weights.values()) or not any(weights.values()):
+        raise ValueError(f"regime.distill_loss: weights must be >= 0 and not all 0, got {weights}")
+    return weights
+
+
+def distilled_checkpoint(path: str | Path) -> Path:
+    """The Lightning checkpoint of a finished distill stage: ``path`` itself (a ``.ckpt`` file) or, for a run
+    folder, ``<run>/checkpoints/distill/final.ckpt``."""
+    path = Path(path).expanduser()
+    candidate = path if path.is_file() else path / "checkpoints" / "distill" / "final.ckpt"
+    if not candidate.is_file():
+        raise FileNotFoundError(
+            f"regime.distilled_from: {path} is neither a checkpoint file nor a run folder with "
+            "checkpoints/distill/final.ckpt (a finished distill stage)"
+        )
+    return candidate
+
+
 def _lora_settings(lora: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if lora is None:
         return None
@@ -133,8 +165,15 @@ class ConversionModule(L.LightningModule):
     min_lr_ratio: final / peak lr of the cosine decay.
     lora: None or {r, alpha, dropout, target_modules, trainable_modules} (``hedgehog.conversion.apply_lora``;
         trainable_modules are trained in full beside the adapters, e.g. [classifier] for a fresh head).
-    distill_mse_weight: weight of an extra MSE between teacher and student attention outputs in distillation.
+    distill_loss: ``{cross_entropy, mse}`` weights of the attention-transfer loss (``distill_loss_weights``): the
+        paper's soft cross-entropy on the weights, the MSE between attention outputs, or both.
+    distilled_from: a run folder (or ``.ckpt``) whose finished distill stage gives the feature maps (and the
+        hybrid's balance): the distill stage is then skipped, so several finetuning runs share one transfer.
     finetune_feature_maps: with LoRA, keep training the feature maps in the task stage.
+
+    Each training stage records its throughput (``throughput/<stage>/tokens_per_s``: input tokens per second of
+    training, validation excluded) and ``tokens/<stage>`` in ``results.json``; validation logs ``val/tokens``,
+    the tokens the stage has trained on so far.
     """
 
     def __init__(
@@ -145,8 +184,9 @@ class ConversionModule(L.LightningModule):
         warmup_ratio: float = 0.1,
         min_lr_ratio: float = 0.0,
         lora: Mapping[str, Any] | None = None,
-        distill_mse_weight: float = 0.0,
+        distill_loss: Mapping[str, Any] | None = None,
         finetune_feature_maps: bool = True,
+        distilled_from: str | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -154,14 +194,16 @@ class ConversionModule(L.LightningModule):
         self.learns_feature_maps = has_trainable_feature_map(self.attention_name, self.attention_options)
         if not 0 <= warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
-        if distill_mse_weight < 0:
-            raise ValueError(f"distill_mse_weight must be >= 0, got {distill_mse_weight}")
         self.weight_decay = weight_decay
         self.warmup_ratio = warmup_ratio
         self.min_lr_ratio = min_lr_ratio
         self.lora = _lora_settings(lora)
-        self.distill_mse_weight = distill_mse_weight
+        self.distill_weights = distill_loss_weights(distill_loss)
+        self.distilled_from = None if distilled_from is None else distilled_checkpoint(distilled_from)
         self.finetune_feature_maps = finetune_feature_maps
+        self._tokens = 0
+        self._tokens_per_step = 0
+        self._clock: dict[str, float] = {}
         self.stage: str | None = None
         self.converted = False
         self.lora_applied = False
@@ -179,6 +221,10 @@ class ConversionModule(L.LightningModule):
         to learn: softmax attention, or a feature map without parameters (ELU, Taylor, Performer, cosFormer)."""
         checked = []
         for plan in plans:
+            if plan.objective == "distill" and plan.steps > 0 and self.distilled_from is not None:
+                log.info("feature maps come from %s: skipping the %r stage (%d steps)", self.distilled_from,
+                         plan.name, plan.steps)
+                plan = replace(plan, steps=0)
             if plan.objective == "distill" and plan.steps > 0 and not self.learns_feature_maps:
                 log.warning(
                     "attention %r has no trainable feature map: skipping the %r stage (%d steps)",
@@ -239,6 +285,22 @@ class ConversionModule(L.LightningModule):
 
         self.model = convert(self.model, attention=self.attention_name, **self.attention_options)
         self.converted = True
+        if self.distilled_from is not None:
+            self.load_distilled(self.distilled_from)
+
+    def load_distilled(self, checkpoint: Path) -> None:
+        """Load every converted layer's feature maps (and balance) from a finished distill stage's checkpoint."""
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+        maps = {k[len("model."):]: v for k, v in state.items() if ".hedgehog." in k and k.startswith("model.")}
+        expected = {k for k in self.model.state_dict() if ".hedgehog." in k}
+        missing = sorted(expected - set(maps))
+        if missing or not maps:
+            raise ValueError(
+                f"regime.distilled_from: {checkpoint} does not hold this model's {self.attention_name!r} feature maps "
+                f"(missing {missing[:3]}); distil with the same model and attention options"
+            )
+        self.model.load_state_dict(maps, strict=False)
+        log.info("loaded %d feature-map tensors from %s", len(maps), checkpoint)
 
     def ensure_lora(self) -> None:
         if self.lora_applied:
@@ -255,7 +317,9 @@ class ConversionModule(L.LightningModule):
             return
         from hedgehog.conversion import set_distillation
 
-        set_distillation(self.model, on, mse_weight=self.distill_mse_weight)
+        # per-layer metrics (entropies, KL) need the N x N weights: validation turns them on for its own forwards
+        set_distillation(self.model, on, cross_entropy=self.distill_weights["cross_entropy"],
+                         mse_weight=self.distill_weights["mse"], metrics=False)
 
     def feature_map_parameters(self) -> list[nn.Parameter]:
         if not self.converted:
@@ -321,10 +385,14 @@ class ConversionModule(L.LightningModule):
     def log_validation(self, metrics: Mapping[str, float]) -> None:
         """Log ``val/<k>``. (run.py prefixes each stage's logged metrics with the stage name, ``distill/val/loss``,
         and keeps every stage's final validation metrics in results.json under ``stages``.)"""
+        metrics = dict(metrics)
+        if self._tokens_per_step:
+            metrics["tokens"] = self.trainer.global_step * self._tokens_per_step
         self.log_dict({f"val/{k}": torch.tensor(float(v)) for k, v in metrics.items()})
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
         n = len(batch["input_ids"])
+        self._tokens += batch["input_ids"].numel()
         # train/loss is the stage's objective: the distillation loss in ``distill`` (logged as distill/train/loss)
         loss = self.distill_loss(batch) if self.plan().objective == "distill" else self.task_loss(batch)
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
@@ -352,6 +420,36 @@ class ConversionModule(L.LightningModule):
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total, ratio))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    # --- throughput -------------------------------------------------------------------------------------
+    def _now(self) -> float:
+        if torch.cuda.is_available() and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def on_train_batch_end(self, outputs: Any, batch: Mapping[str, Any], batch_idx: int) -> None:
+        if not self._tokens_per_step:
+            self._tokens_per_step = batch["input_ids"].numel() * self.trainer.accumulate_grad_batches
+        if "start" not in self._clock:  # time from the end of the first step: compilation and warm-up excluded
+            self._clock.update(start=self._now(), validation=0.0, tokens_at_start=self._tokens)
+
+    def on_validation_start(self) -> None:
+        if "start" in self._clock:
+            self._clock["validation_start"] = self._now()
+
+    def on_validation_end(self) -> None:
+        if "validation_start" in self._clock:
+            self._clock["validation"] += self._now() - self._clock.pop("validation_start")
+
+    def on_train_end(self) -> None:
+        if "start" not in self._clock or self.stage is None:
+            return
+        seconds = self._now() - self._clock["start"] - self._clock["validation"]
+        tokens = self._tokens - self._clock["tokens_at_start"]
+        if seconds > 0 and tokens > 0:
+            self.record({f"throughput/{self.stage}/tokens_per_s": tokens / seconds,
+                         f"tokens/{self.stage}": float(self.trainer.global_step * self._tokens_per_step)})
+        self._clock = {}
+
     # --- bookkeeping --------------------------------------------------------------------------------------
     def _log_attention_name(self) -> None:
         for logger in self.loggers:
@@ -359,6 +457,9 @@ class ConversionModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         self._log_attention_name()
+        counts = getattr(self.trainer.datamodule, "token_counts", None)  # tokens per corpus source (text_mix)
+        if callable(counts):
+            self.record(counts())
 
     def on_train_start(self) -> None:
         # from_pretrained returns the model in eval mode; train with its dropout as in the original finetuning

@@ -67,15 +67,17 @@ class PretrainedConversionModule(ConversionModule):
         weight_decay: float = 0.0,
         warmup_ratio: float = 0.1,
         min_lr_ratio: float = 0.0,
-        distill_mse_weight: float = 0.0,
+        distill_loss: Mapping[str, Any] | None = None,
         lora: Mapping[str, Any] | None = DEFAULT_LORA,
         finetune_feature_maps: bool = True,
+        distilled_from: str | None = None,
         max_new_tokens: int | None = None,
         rouge_use_stemmer: bool = True,
     ) -> None:
         super().__init__(
             model, attention, weight_decay=weight_decay, warmup_ratio=warmup_ratio, min_lr_ratio=min_lr_ratio,
-            lora=lora, distill_mse_weight=distill_mse_weight, finetune_feature_maps=finetune_feature_maps,
+            lora=lora, distill_loss=distill_loss, finetune_feature_maps=finetune_feature_maps,
+            distilled_from=distilled_from,
         )
         self.save_hyperparameters(ignore=["model"])
         self.max_new_tokens = max_new_tokens

@@ -20,8 +20,9 @@ class FeaturePair(NamedTuple):
 
     q ``[B, Hq, N, F]``, k ``[B, Hk, N, F]``: features whose products give the kernel up to a per-query factor,
     ``phi(q_i).phi(k_j) = exp(q_log_scale_i) * (q_i . k_j)``; ``q_log_scale [B, Hq, N]`` (float32, or float64 for float64 inputs) or None for 0.
-    key_shift ``[B, Hk, F]`` (same dtype) or None: the per-feature shift taken out of the key features (and put into
-    the query features), kept so that later keys (decoding) are shifted the same way.
+    key_shift ``[B, Hk, F]`` (same dtype) or None: the per-feature reference of the key features (their largest
+    log-feature so far; maps that shift their keys say by how much relative to it), kept so that later keys
+    (decoding) are shifted the same way.
     """
 
     q: Tensor

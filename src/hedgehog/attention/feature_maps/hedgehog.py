@@ -8,11 +8,15 @@ gives the LoLCATs variant ``[softmax(u), softmax(-u)]`` over the feature axis.
 Numerical stability (``stable=True``), for real activations whose entries reach ~100 (``exp(100)`` overflows
 float32 and bfloat16):
 
-- ``pair`` (what attention uses): each key feature ``f`` is shifted by ``M_f``, the largest value of that feature
-  over the sequence's real keys, and the query features get ``+M_f`` instead, so every product
-  ``phi_f(q) phi_f(k)`` is unchanged; then each query is shifted by its own largest log-feature ``m_i``, a
-  per-query factor the normaliser cancels (``FeaturePair.q_log_scale`` keeps it for the sliding-window hybrid,
-  which needs the kernel's true scale). Every exponent is <= 0: finite in any dtype.
+- ``pair`` (what attention uses): each key feature ``f`` is shifted by ``M_f - KEY_HEADROOM``, ``M_f`` the
+  largest value of that feature over the sequence's real keys, and the query features get the same shift added
+  instead, so every product ``phi_f(q) phi_f(k)`` is unchanged; then each query is shifted by its own largest
+  log-feature ``m_i``, a per-query factor the normaliser cancels (``FeaturePair.q_log_scale`` keeps it for the
+  sliding-window hybrid, which needs the kernel's true scale). Query features stay <= 1, key features <=
+  ``exp(KEY_HEADROOM)``: finite in any dtype at any activation scale. The shift is exact mathematics; in floating
+  point a product underflows only where a causal query's visible keys all lie more than ~87 + KEY_HEADROOM
+  below the sequence's largest key in every feature (a running, causal maximum would be needed there); such a
+  query then attends to nothing (output 0), never NaN.
 - ``forward`` alone: queries as above (``m`` = the token's largest ``|u_f|``); keys are the exact features
   ``exp(+-u)`` (float32 for float16 inputs), finite only for ``|u| < 88``: attention goes through ``pair``.
 """
@@ -28,6 +32,10 @@ from hedgehog.attention.feature_maps.base import FeatureMap, FeaturePair, exp_ou
 from hedgehog.attention.registry import register_feature_map
 
 INITS = ("identity", "random")
+# Key features may reach exp(KEY_HEADROOM) (products of a query and a key likewise): a causal query's visible
+# keys can then lie up to ~87 + KEY_HEADROOM below the sequence's largest key before their products underflow,
+# while sums of a million such products stay below float32's limit (exp(88)).
+KEY_HEADROOM = 64.0
 ACTIVATIONS = ("exp", "softmax")
 
 
@@ -130,10 +138,10 @@ class HedgehogFeatureMap(FeatureMap):
             if key_shift is not None:
                 shift = torch.maximum(shift, key_shift.to(shift.dtype))
             shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))  # no real key yet: 0
-        lq = (lq.reshape(b, hk, hq // hk, n, f) + shift[:, :, None, None, :]).reshape(b, hq, n, f)
+        lq = (lq.reshape(b, hk, hq // hk, n, f) + (shift - KEY_HEADROOM)[:, :, None, None, :]).reshape(b, hq, n, f)
         m = lq.detach().amax(dim=-1, keepdim=True)
         qf = torch.exp(lq - m).to(exp_output_dtype(q))
-        kf = torch.exp(lk - shift[:, :, None, :]).to(exp_output_dtype(k))
+        kf = torch.exp(lk - (shift - KEY_HEADROOM)[:, :, None, :]).to(exp_output_dtype(k))
         return FeaturePair(qf, kf, m.squeeze(-1), shift)
 
     def extra_repr(self) -> str:

@@ -106,7 +106,10 @@ def test_bert_attention_is_bidirectional_and_decoders_causal():
     with torch.no_grad():
         a = llama(input_ids=ids).logits
         b = llama(input_ids=changed).logits
-    assert torch.allclose(a[:, :-1], b[:, :-1], atol=1e-6)  # earlier tokens never see the future
+    # earlier tokens never see the future (up to float rounding: the key features' stabilising shift is taken over
+    # the whole sequence and cancels exactly, so a later token can move the last bits of earlier outputs)
+    assert torch.allclose(a[:, :-1], b[:, :-1], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(a[:, -1], b[:, -1], atol=1e-3)
 
 
 def test_gpt2_layer_scaling_is_kept_by_the_teacher():

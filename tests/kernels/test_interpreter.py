@@ -214,31 +214,29 @@ def test_autotuning_trials_leave_gradients_exact(monkeypatch):
 
 
 @pytest.mark.parametrize("nseg", [1, 5, 37])
-@pytest.mark.parametrize("groups", [1, 3])
 @pytest.mark.parametrize("mode", ["prefix", "suffix", "total"])
-def test_segment_scan_matches_cumulative_sums(nseg, groups, mode):
+def test_segment_scan_matches_cumulative_sums(nseg, mode):
     """Exclusive prefix / suffix sums over segments (blocks of 16 segments, so 37 spans three with a carry)
-    and the total, the query heads of a group summed, against float64 ``torch.cumsum``."""
+    and the total, in place for the exclusive sums, against float64 ``torch.cumsum``."""
     from hedgehog.kernels.chunked import SCAN_BLOCK_S
     from hedgehog.kernels.scan import segment_scan_kernel
 
     bh, E = 2, 300  # E not a multiple of the 256-wide tile
-    src = torch.randn(bh * groups, nseg, E)
-    grouped = src.double().view(bh, groups, nseg, E).sum(1)  # [bh, nseg, E]
+    src = torch.randn(bh, nseg, E)
+    rows = src.double()
     if mode == "total":
-        want = grouped.sum(1, keepdim=True)
+        want = rows.sum(1, keepdim=True)
         dst, stride = torch.full((bh, 1, E), float("nan")), E
     else:
-        inclusive = grouped.flip(1).cumsum(1).flip(1) if mode == "suffix" else grouped.cumsum(1)
-        want = inclusive - grouped
-        dst = src if groups == 1 else torch.full((bh, nseg, E), float("nan"))  # in place when ungrouped
-        stride = nseg * E
+        inclusive = rows.flip(1).cumsum(1).flip(1) if mode == "suffix" else rows.cumsum(1)
+        want = inclusive - rows
+        dst, stride = src, nseg * E  # in place
     src_copy = src.clone()
     block_s = min(SCAN_BLOCK_S, triton.next_power_of_2(nseg))
     segment_scan_kernel[(bh, triton.cdiv(E, 256))](
-        src, dst, stride, groups, nseg, E, REVERSE=mode == "suffix", TOTAL=mode == "total",
+        src, dst, stride, nseg, E, REVERSE=mode == "suffix", TOTAL=mode == "total",
         BLOCK_S=block_s, BLOCK_E=256,
     )
-    if mode == "total" or groups > 1:
+    if mode == "total":
         assert torch.equal(src, src_copy), "the scan wrote into its source"
     assert rel_err(dst, want) < 1e-6 if want.abs().sum() > 0 else dst.abs().max() == 0

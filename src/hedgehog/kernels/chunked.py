@@ -162,11 +162,12 @@ class _Call:
     def launch(self, name, kernel, grid, args, reset=None, **flags):
         L.launch(name, kernel, grid, args, dict(flags, **self.common), self.key, self.p.seg, self.p.chunk, reset)
 
-    def scan(self, src, dst, stride_dst_bh, groups, reverse, total):
+    def scan(self, src, dst, rows, stride_dst_bh, reverse, total):
+        """Prefix (or suffix, or total) sums over segments of ``rows`` flat state rows ``[rows, nseg, E]``."""
         p = self.p
         block_s = min(SCAN_BLOCK_S, triton.next_power_of_2(p.nseg))
-        segment_scan_kernel[(p.B * p.Hk, triton.cdiv(p.E, SCAN_BLOCK_E))](
-            src, dst, stride_dst_bh, groups, p.nseg, p.E,
+        segment_scan_kernel[(rows, triton.cdiv(p.E, SCAN_BLOCK_E))](
+            src, dst, stride_dst_bh, p.nseg, p.E,
             REVERSE=reverse, TOTAL=total, BLOCK_S=block_s, BLOCK_E=SCAN_BLOCK_E, num_warps=4,
         )
 
@@ -187,10 +188,10 @@ def forward(p: Plan, q, k, v, mask, wq, wk, shift_q: bool, dot, shift=None):
         )
         if p.causal:  # exclusive prefix over segments, in place
             state, stride_st_bh, stride_st_s = delta, p.nseg * E, E
-            c.scan(delta, delta, p.nseg * E, 1, reverse=False, total=False)
+            c.scan(delta, delta, p.B * p.Hk, p.nseg * E, reverse=False, total=False)
         else:
             state, stride_st_bh, stride_st_s = torch.empty(p.B * p.Hk, 1, E, device=c.dev, dtype=torch.float32), E, 0
-            c.scan(delta, state, E, 1, reverse=False, total=True)
+            c.scan(delta, state, p.B * p.Hk, E, reverse=False, total=True)
             del delta
 
     out = _like_heads_layout(q, (p.B, p.Hq, p.N, p.DV), v.dtype)
@@ -224,12 +225,12 @@ def backward(p: Plan, q, k, v, mask, wq, wk, shift_q: bool, dot, out, den, state
              p.Hq, p.G, p.N, p.XD, p.F, p.DV, p.seg, p.nseg],
             SHIFT_Q=shift_q, SPLIT_W=c.split, TINY=L.TINY,
         )
-        if p.causal:  # exclusive suffix over segments, summed over the query heads of a group, in place
-            rstate, stride_rs_bh, stride_rs_s = rdelta, p.G * p.nseg * E, E
-            c.scan(rdelta, rdelta, stride_rs_bh, p.G, reverse=True, total=False)
+        if p.causal:  # exclusive suffix over segments, per query head, in place
+            rstate, stride_rs_bh, stride_rs_s = rdelta, p.nseg * E, E
+            c.scan(rdelta, rdelta, p.B * p.Hq, stride_rs_bh, reverse=True, total=False)
         else:
-            rstate, stride_rs_bh, stride_rs_s = torch.empty(p.B * p.Hk, 1, E, device=dev, dtype=torch.float32), E, 0
-            c.scan(rdelta, rstate, E, p.G, reverse=False, total=True)
+            rstate, stride_rs_bh, stride_rs_s = torch.empty(p.B * p.Hq, 1, E, device=dev, dtype=torch.float32), E, 0
+            c.scan(rdelta, rstate, p.B * p.Hq, E, reverse=False, total=True)
             del rdelta
 
     dq = torch.empty_like(q)
@@ -242,17 +243,22 @@ def backward(p: Plan, q, k, v, mask, wq, wk, shift_q: bool, dot, out, den, state
         CAUSAL=p.causal, SHIFT_Q=shift_q, SPLIT_W=c.split, HAS_STATE=p.has_state, HAS_MASK=c.has_mask,
         COMPUTE_DELTA=not p.has_state, TINY=L.TINY,
     )
-    dk = torch.empty_like(k)
-    dv = torch.empty_like(v)
+    if p.G > 1:  # one float32 part per query head, summed over each group below
+        dk = torch.empty(p.B, p.Hq, p.N, k.shape[-1], device=dev, dtype=torch.float32)
+        dv = torch.empty(p.B, p.Hq, p.N, v.shape[-1], device=dev, dtype=torch.float32)
+    else:
+        dk, dv = torch.empty_like(k), torch.empty_like(v)
     c.launch(
-        "chunk_dkv", chunk_dkv_kernel, (p.nseg, p.B * p.Hk),
+        "chunk_dkv", chunk_dkv_kernel, (p.nseg, p.B * p.Hq),
         [q, *_strides(q), k, *_strides(k), v, *_strides(v), c.mask, c.mask_stride, *c.wq, *c.wk, c.shift,
          rstate, stride_rs_bh, stride_rs_s, do, *_strides(do), den, delta, dk, *_strides(dk), dv, *_strides(dv),
-         dwk, dbk, p.Hk, p.G, p.N, p.XD, p.F, p.DV, p.seg],
+         dwk, dbk, p.Hq, p.G, p.N, p.XD, p.F, p.DV, p.seg],
         reset=(lambda: (dwk.zero_(), dbk.zero_())) if p.fused else None,
-        CAUSAL=p.causal, SHIFT_Q=shift_q, SPLIT_W=c.split, HAS_STATE=p.has_state, HAS_MASK=c.has_mask,
-        GROUPED=p.G > 1, TINY=L.TINY,
+        CAUSAL=p.causal, SHIFT_Q=shift_q, SPLIT_W=c.split, HAS_STATE=p.has_state, HAS_MASK=c.has_mask, TINY=L.TINY,
     )
+    if p.G > 1:
+        dk = dk.view(p.B, p.Hk, p.G, p.N, -1).sum(dim=2).to(k.dtype)
+        dv = dv.view(p.B, p.Hk, p.G, p.N, -1).sum(dim=2).to(v.dtype)
     if not p.fused:
         return dq, dk, dv, None, None, None, None
     return dq, dk, dv, dwq, dbq, dwk, dbk

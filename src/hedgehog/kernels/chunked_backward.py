@@ -210,26 +210,30 @@ def chunk_dkv_kernel(
     MASK, stride_mb,
     WQ, WQL, BQ, WK, WKL, BK,
     SHIFT,  # [B, Hk, 2, BLOCK_H] float32: the key shift (FEATURE == 1)
-    RSTATE, stride_rs_bh, stride_rs_s,  # reverse state after each segment (or the total), [B * Hk, ., E]
+    RSTATE, stride_rs_bh, stride_rs_s,  # reverse state after each segment (or the total), [B * Hq, ., E]
     DO, stride_db, stride_dh, stride_dn, stride_dd,
     DEN, DELTA,  # [B * Hq, N] float32
-    DK, stride_gkb, stride_gkh, stride_gkn, stride_gkd,
+    DK, stride_gkb, stride_gkh, stride_gkn, stride_gkd,  # [B, Hk, N, .] (G == 1) or [B, Hq, N, .] float32 parts
     DV_, stride_gvb, stride_gvh, stride_gvn, stride_gvd,
     DW, DB,  # [Hk, BLOCK_X, BLOCK_H], [Hk, BLOCK_H] float32, accumulated atomically (FEATURE == 1)
-    Hk, G, N, XD, F, DV, SEG,
+    Hq, G, N, XD, F, DV, SEG,
     CAUSAL: tl.constexpr, FEATURE: tl.constexpr, SHIFT_Q: tl.constexpr, SPLIT_W: tl.constexpr,
-    HAS_STATE: tl.constexpr, HAS_MASK: tl.constexpr, GROUPED: tl.constexpr,
+    HAS_STATE: tl.constexpr, HAS_MASK: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_X: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_H: tl.constexpr,
     BLOCK_DV: tl.constexpr, XDOT: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr, EMULATE: tl.constexpr,
     TINY: tl.constexpr,
 ):
-    """Gradients of one key/value head over one segment, walking its chunks last to first
-    (``GROUPED``: several query heads per key/value head, ``G > 1``)."""
+    """One query head's share of the key/value gradients over one segment, walking its chunks last to first.
+
+    Grid ``(nseg, B * Hq)``: query head ``h`` reads key/value head ``h // G``. With grouped-query heads
+    (``G > 1``) each program writes its own float32 part ``[B, Hq, N, .]`` and the host sums the ``G`` parts of a
+    group (every program then loads one query map and one reverse state, and the grid has ``Hq`` rows, not
+    ``Hk``); with ``G == 1`` it writes the gradients themselves."""
     pid_s = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b = pid_bh // Hk
-    hk = pid_bh % Hk
-    Hq = Hk * G
+    b = pid_bh // Hq
+    h = pid_bh % Hq
+    hk = h // G
     rn = tl.arange(0, BLOCK_N)
     rx = tl.arange(0, BLOCK_X)
     rf = tl.arange(0, BLOCK_F)
@@ -237,13 +241,18 @@ def chunk_dkv_kernel(
     rv = tl.arange(0, BLOCK_DV)
     k_base = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh
     v_base = V + b.to(tl.int64) * stride_vb + hk.to(tl.int64) * stride_vh
-    dk_base = DK + b.to(tl.int64) * stride_gkb + hk.to(tl.int64) * stride_gkh
-    dv_base = DV_ + b.to(tl.int64) * stride_gvb + hk.to(tl.int64) * stride_gvh
+    q_base = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
+    do_base = DO + b.to(tl.int64) * stride_db + h.to(tl.int64) * stride_dh
+    den_base = DEN + pid_bh.to(tl.int64) * N
+    delta_base = DELTA + pid_bh.to(tl.int64) * N
+    out_h = tl.where(G > 1, h, hk)
+    dk_base = DK + b.to(tl.int64) * stride_gkb + out_h.to(tl.int64) * stride_gkh
+    dv_base = DV_ + b.to(tl.int64) * stride_gvb + out_h.to(tl.int64) * stride_gvh
     mask_base = MASK + b.to(tl.int64) * stride_mb
     if FEATURE == 1:
         wk, wkl, bk = load_map(WK, WKL, BK, hk, BLOCK_X, BLOCK_H, SPLIT_W, XDOT)
-        wq, wql, bq = load_map(WQ, WQL, BQ, hk * G, BLOCK_X, BLOCK_H, SPLIT_W, XDOT)
-        sp, sn = load_shift(SHIFT, b, hk, Hk, BLOCK_H)
+        wq, wql, bq = load_map(WQ, WQL, BQ, h, BLOCK_X, BLOCK_H, SPLIT_W, XDOT)
+        sp, sn = load_shift(SHIFT, b, hk, Hq // G, BLOCK_H)
     else:
         wk, wkl, bk = WK, WKL, BK
         wq, wql, bq = WQ, WQL, BQ
@@ -273,25 +282,18 @@ def chunk_dkv_kernel(
         dphk = mm(v, tl.trans(R), DOT, PREC, EMULATE) + r[None, :]
         dv = mm(phk, R, DOT, PREC, EMULATE)
         if CAUSAL:
-            for g in range(G):
-                h = hk * G + g
-                if GROUPED and FEATURE == 1:
-                    wq, wql, bq = load_map(WQ, WQL, BQ, h, BLOCK_X, BLOCK_H, SPLIT_W, XDOT)
-                q_base = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
-                do_base = DO + b.to(tl.int64) * stride_db + h.to(tl.int64) * stride_dh
-                den_base = DEN + (b * Hq + h).to(tl.int64) * N
-                xq, phq = feature_tile(q_base, stride_qn, stride_qd, rows, row_ok, XD, F, wq, wql, bq, sp, sn,
-                                       FEATURE, SHIFT_Q, SPLIT_W, BLOCK_X, XDOT, DOT, PREC, EMULATE)
-                gq, live = _upstream(do_base, stride_dn, stride_dd, den_base, rows, row_ok, DV, BLOCK_DV, TINY)
-                delta = tl.load(DELTA + (b * Hq + h).to(tl.int64) * N + rows, mask=row_ok, other=0.0)
-                # transposed scores: rows are keys j, columns queries i, kept where j <= i
-                causal = rows[:, None] <= rows[None, :]
-                scores_t = tl.where(causal, mm(phk, tl.trans(phq), DOT, PREC, EMULATE), 0.0)
-                dscores_t = tl.where(causal, mm(v, tl.trans(gq), DOT, PREC, EMULATE) + delta[None, :], 0.0)
-                dphk += mm(dscores_t, phq, DOT, PREC, EMULATE)
-                dv += mm(scores_t, gq, DOT, PREC, EMULATE)
-                R += mm(tl.trans(phq), gq, DOT, PREC, EMULATE)
-                r += tl.sum(phq.to(tl.float32) * delta[:, None], axis=0)
+            xq, phq = feature_tile(q_base, stride_qn, stride_qd, rows, row_ok, XD, F, wq, wql, bq, sp, sn,
+                                   FEATURE, SHIFT_Q, SPLIT_W, BLOCK_X, XDOT, DOT, PREC, EMULATE)
+            gq, live = _upstream(do_base, stride_dn, stride_dd, den_base, rows, row_ok, DV, BLOCK_DV, TINY)
+            delta = tl.load(delta_base + rows, mask=row_ok, other=0.0)
+            # transposed scores: rows are keys j, columns queries i, kept where j <= i
+            causal = rows[:, None] <= rows[None, :]
+            scores_t = tl.where(causal, mm(phk, tl.trans(phq), DOT, PREC, EMULATE), 0.0)
+            dscores_t = tl.where(causal, mm(v, tl.trans(gq), DOT, PREC, EMULATE) + delta[None, :], 0.0)
+            dphk += mm(dscores_t, phq, DOT, PREC, EMULATE)
+            dv += mm(scores_t, gq, DOT, PREC, EMULATE)
+            R += mm(tl.trans(phq), gq, DOT, PREC, EMULATE)
+            r += tl.sum(phq.to(tl.float32) * delta[:, None], axis=0)
         tl.store(
             dv_base + rows[:, None].to(tl.int64) * stride_gvn + rv[None, :] * stride_gvd,
             cast(tl.where(keep[:, None], dv, 0.0), DV_.dtype.element_ty, EMULATE),

@@ -382,7 +382,90 @@ def table_ablations(runs: pd.DataFrame, family: str, reference: pd.DataFrame | N
     return t
 
 
+# Batches that ran the conversion recipe at equal budgets (experiments/gpu_batch_g.sh: text_mix corpus, output-MSE
+# attention transfer, LoRA; runs named <arm>_s<seed>): their own tables, not mixed with the earlier recipe's.
+RECIPE_BATCHES = ("gpu_2026-12-02_g",)
+
+
+def _recipe_arm(name: str) -> tuple[str, int | None]:
+    stem, _, seed = str(name).rpartition("_s")
+    return (stem, int(seed)) if stem and seed.isdigit() else (str(name), None)
+
+
+def table_smollm2_recipe(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The recipe's WikiText-2 test perplexity and SAMSum ROUGE per arm: mean and standard deviation over the seeds
+    that finished, their count, and the ratio to (difference from) softmax + LoRA of the same seeds."""
+    sub = runs[runs["batch"].isin(RECIPE_BATCHES)]
+    out = []
+    for family, metric, compare in (("wikitext_smollm2", "test/ppl", "ratio"), ("samsum_smollm2", "test/rouge1", "difference")):
+        df = latest(sub[sub["family"] == family], ["batch", "name"])
+        if df.empty:
+            out.append(pd.DataFrame())
+            continue
+        df = df.assign(_arm=[_recipe_arm(n)[0] for n in df["name"]], _seed=[_recipe_arm(n)[1] for n in df["name"]],
+                       _value=_col(df, metric))
+        soft = df[df["_arm"] == "softmax"].set_index("_seed")["_value"]
+        rows = []
+        for arm, g in df.groupby("_arm", sort=False):
+            vals = g["_value"].astype(float)
+            row = {"arm": arm, "seeds": len(vals), "seed_list": ",".join(str(int(x)) for x in g["_seed"].dropna()),
+                   "mean": vals.mean(), "std": vals.std(ddof=1) if len(vals) > 1 else float("nan"),
+                   "steps": g["steps"].iloc[0]}
+            paired = [v for v, sd in zip(vals, g["_seed"]) if sd in soft.index]
+            ref = [soft[sd] for sd in g["_seed"] if sd in soft.index]
+            if paired and arm not in ("softmax", "zeroshot"):
+                row[f"{compare}_to_softmax"] = (sum(paired) / sum(ref)) if compare == "ratio" else (sum(paired) - sum(ref)) / len(ref)
+            if family == "wikitext_smollm2":
+                for key in ("throughput/distill/tokens_per_s", "throughput/finetune/tokens_per_s"):
+                    if key in g:
+                        row[key.split("/")[1] + "_tokens_per_s"] = g[key].astype(float).mean()
+            rows.append(row)
+        t = pd.DataFrame(rows)
+        t = t.set_index("arm").loc[_order(t["arm"])].reset_index()
+        out.append(t)
+    return out[0], out[1]
+
+
+def recipe_curves(runs_dir: Path) -> dict[str, list[tuple[float, float]]]:
+    """Validation perplexity of the LoRA stage against the tokens it has trained on, per recipe run (CSV logs)."""
+    curves = {}
+    for batch in RECIPE_BATCHES:
+        for path in sorted((runs_dir / batch / "wikitext_smollm2").glob("*/csv/metrics.csv")):
+            df = pd.read_csv(path)
+            if "finetune/val/ppl" not in df or "finetune/val/tokens" not in df:
+                continue
+            pts = df[["finetune/val/tokens", "finetune/val/ppl"]].dropna()
+            if len(pts):
+                curves[path.parents[1].name] = [(float(a), float(b)) for a, b in pts.itertuples(index=False)]
+    return curves
+
+
+def figure_recipe_curves(curves: dict[str, list[tuple[float, float]]], path: Path) -> Path | None:
+    if not curves:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, pts in sorted(curves.items()):
+        arm, seed = _recipe_arm(name)
+        color = {"softmax": "#222222", "hedgehog": "#c44e52", "hedgehog_window": "#4c72b0", "t2r": "#55a868",
+                 "performer": "#8172b2", "elu": "#937860", "cosformer": "#da8bc3", "taylor": "#ccb974"}.get(arm, "#8c8c8c")
+        main = arm in ("softmax", "hedgehog", "hedgehog_window")
+        ax.plot([p[0] / 1e6 for p in pts], [p[1] for p in pts], marker="o" if main else ".", color=color,
+                label=f"{arm} (seed {seed})", linestyle="-" if main else "--", markersize=6 if arm != "softmax" else 9,
+                zorder=3 if arm == "hedgehog_window" else 2)
+    ax.set_yscale("log")
+    ax.set_xlabel("LoRA tokens seen (millions)")
+    ax.set_ylabel("validation perplexity (text_mix held-out)")
+    ax.set_title("SmolLM2-135M converted: LoRA stage (after 3.3M tokens of transfer)", fontsize=10)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
 def table_smollm2(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    runs = runs[~runs["batch"].isin(RECIPE_BATCHES)]
     wt = latest(runs[runs["family"] == "wikitext_smollm2"], ["name"])
     rows = []
     for _, r in wt.iterrows():
@@ -601,6 +684,7 @@ def collect(sources: list[Path], results_dir: Path = RESULTS, fig_dir: Path = FI
         tables["ablations_mqar"] = table_ablations(acc, "ablation_mqar", ref_mqar, "test_acc")
         ref_recipe = ablation_reference(acc, "ablation_mqar_recipe", ("mqar_recipe", "mqar_recipe_long"))
         tables["ablations_mqar_recipe"] = table_ablations(acc, "ablation_mqar_recipe", ref_recipe, "test_acc")
+        tables["smollm2_recipe_wikitext"], tables["smollm2_recipe_samsum"] = table_smollm2_recipe(runs)
         ref_glue = ablation_reference(runs, "ablation_glue", ("glue",)).rename(columns={"test/score": "score"})
         tables["ablations_glue"] = table_ablations(runs.rename(columns={"test/score": "score"}), "ablation_glue", ref_glue, "score")
     if not jobs.empty:
@@ -614,11 +698,15 @@ def collect(sources: list[Path], results_dir: Path = RESULTS, fig_dir: Path = FI
         if t is not None and not t.empty:
             write_table(t, key, results_dir)
     made = figures(tables, fig_dir)
+    curve = figure_recipe_curves(recipe_curves(runs_dir), fig_dir / "smollm2_recipe_curves.png")
+    if curve is not None:
+        made.append(curve)
     print(f"collect: {len(runs)} runs, {len(jobs)} jobs; tables: {', '.join(k for k, t in tables.items() if t is not None and not t.empty)}")
     print(f"collect: figures: {', '.join(p.name for p in made)}")
     for key in ("mqar", "mqar_recipe", "mqar_recipe_long", "ablations_mqar_recipe", "wikitext", "glue", "smollm2_wikitext", "samsum", "wikitext_gpu", "glue_gpu",
                 "smollm2_wikitext_gpu", "samsum_gpu", "ablations_mqar", "ablations_glue", "mqar_seeds", "ablations_mqar_seeds",
-                "wikitext_seeds_h200", "glue_h200", "efficiency_train", "efficiency_generate"):
+                "wikitext_seeds_h200", "glue_h200", "smollm2_recipe_wikitext", "smollm2_recipe_samsum",
+                "efficiency_train", "efficiency_generate"):
         t = tables.get(key)
         if t is not None and not t.empty:
             print(f"\n## {key}\n{(results_dir / f'{key}.md').read_text()}")

@@ -95,6 +95,9 @@ def test_balance_is_calibrated_once_on_the_first_training_batch():
     assert all(torch.equal(layer.log_balance, b) for layer, b in zip(layers, first))
     state = model.state_dict()
     assert any(k.endswith("hedgehog.balance.calibrated") for k in state)
+    fresh = convert(tiny_llama(), "hedgehog_window", window=3)
+    fresh.load_state_dict(state)
+    assert not any(layer.balance.needs_calibration for layer in converted_layers(fresh))
 
 
 def test_bidirectional_hybrid_in_an_encoder():

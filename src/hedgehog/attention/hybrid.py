@@ -350,6 +350,15 @@ class WindowBalance(nn.Module):
         super().__init__()
         self.log_balance = nn.Parameter(torch.zeros(num_heads))
         self.register_buffer("calibrated", torch.zeros((), dtype=torch.bool))
+        self._calibrated = False  # a host copy of the buffer: reading a GPU buffer every forward would sync
+
+    @property
+    def needs_calibration(self) -> bool:
+        return not self._calibrated
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._calibrated = bool(self.calibrated)
 
     @torch.no_grad()
     def calibrate(self, q: Tensor, k: Tensor, features: FeaturePair, *, window: int, causal: bool,
@@ -361,6 +370,7 @@ class WindowBalance(nn.Module):
             beta /= torch.distributed.get_world_size()
         self.log_balance.copy_(beta)
         self.calibrated.fill_(True)
+        self._calibrated = True
 
     def extra_repr(self) -> str:
         return f"num_heads={self.log_balance.numel()}, calibrated={bool(self.calibrated)}"

@@ -2,9 +2,11 @@
 
 On a NaN/inf loss, ``NaNGuard`` runs the same batch again through ``training_step`` with a forward hook on
 every submodule and reports the first module (in execution order) whose output holds a non-finite value,
-e.g. ``model.blocks.1.attn (MultiHeadAttention)``. The loss is checked before the backward pass, so the bad
-step never updates the weights; gradients are checked before the optimizer step; and every checkpoint is
-checked before it is written, so ``last.ckpt`` always holds the last good state.
+e.g. ``model.blocks.1.attn (MultiHeadAttention)``. The loss and the gradients are checked together before the
+optimizer step, so the bad step never updates the weights, with one host synchronisation per step (a fused
+norm over every gradient, not one check per parameter: a check that waits for the GPU stops the host from
+queueing the next work, so each one costs more than its own time); and every checkpoint is checked before it is
+written, so ``last.ckpt`` always holds the last good state.
 
 Under DDP every process takes part in the decision, so all of them stop together.
 """
@@ -65,28 +67,52 @@ class NaNGuard(L.Callback):
         self.check_gradients = check_gradients
         self._batch: Any = None
         self._batch_idx = 0
+        self._losses: list[Tensor] = []
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
         self._batch, self._batch_idx = batch, batch_idx
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor) -> None:
-        if self._any_rank(trainer, _non_finite(loss)):
-            layer = self._locate(pl_module) if _non_finite(loss) else None
+        self._losses.append(loss.detach())  # checked with the gradients, before the optimizer step
+
+    def _check_loss(self, trainer: L.Trainer, pl_module: L.LightningModule, loss_ok: bool) -> None:
+        if self._any_rank(trainer, not loss_ok):
+            bad = next((loss for loss in self._losses if _non_finite(loss)), None)
+            layer = self._locate(pl_module) if bad is not None else None
             where = f"; first non-finite output: {layer}" if layer else ""
             raise NonFiniteLossError(
-                f"non-finite loss ({self._value(loss)}) at step {trainer.global_step} (epoch {trainer.current_epoch}, "
-                f"batch {self._batch_idx}){where}. Training stopped before this step changed the weights; the last "
-                f"good checkpoint is kept. Try a lower regime.lr, gradient clipping (trainer.gradient_clip_val), "
-                f"fp32 (trainer.precision=32-true), or trainer=debug to find the operation."
+                f"non-finite loss ({self._value(bad) if bad is not None else 'on another process'}) at step "
+                f"{trainer.global_step} (epoch {trainer.current_epoch}, batch {self._batch_idx}){where}. Training "
+                f"stopped before this step changed the weights; the last good checkpoint is kept. Try a lower "
+                f"regime.lr, gradient clipping (trainer.gradient_clip_val), fp32 (trainer.precision=32-true), or "
+                f"trainer=debug to find the operation."
             )
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
-        if not self.check_gradients or getattr(trainer.precision_plugin, "scaler", None) is not None:
+        losses, self._losses = self._losses, []
+        check_grads = self.check_gradients and getattr(trainer.precision_plugin, "scaler", None) is None
+        grads = [p.grad for p in pl_module.parameters() if p.grad is not None] if check_grads else []
+        # one host synchronisation for the whole check: the loss(es) and a fused norm of every gradient
+        flags = []
+        if losses:
+            flags.append(torch.isfinite(torch.stack([loss.float().reshape(-1)[0] for loss in losses])).all())
+        if grads:
+            norms = torch._foreach_norm(grads)
+            flags.append(torch.isfinite(torch.stack([n.float().to(norms[0].device) for n in norms])).all())
+        if not flags:
             return
-        bad = next(
-            (name for name, p in pl_module.named_parameters() if p.grad is not None and _non_finite(p.grad)), None
-        )
-        if self._any_rank(trainer, bad is not None):
+        ok = torch.stack([f.to(flags[0].device) for f in flags]).tolist()
+        loss_ok = ok[0] if losses else True
+        self._losses = losses
+        self._check_loss(trainer, pl_module, loss_ok)
+        self._losses = []
+        grads_ok = ok[-1] if grads else True
+        bad = None
+        if not grads_ok:
+            bad = next(
+                (name for name, p in pl_module.named_parameters() if p.grad is not None and _non_finite(p.grad)), None
+            )
+        if self._any_rank(trainer, not grads_ok):
             raise NonFiniteLossError(
                 f"non-finite gradient at step {trainer.global_step} (epoch {trainer.current_epoch}, batch "
                 f"{self._batch_idx})" + (f" in parameter {bad}" if bad else " on another process") + ". Training "

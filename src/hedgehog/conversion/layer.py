@@ -190,7 +190,7 @@ class ConvertedAttention(nn.Module):
             return self._recurrent(q_lin, k, v, mask, causal, self.cache)
         if q.shape[2] != k.shape[2]:
             return self._continue(q_lin, k, v, mask, causal)
-        if self.balance is not None and self.training and not bool(self.balance.calibrated):
+        if self.balance is not None and self.training and self.balance.needs_calibration:
             pair = self.feature_map_q.pair(self.feature_map_k, q_lin, k, key_padding_mask=mask)
             self.balance.calibrate(q_lin, k, pair, window=self.window, causal=causal, key_padding_mask=mask)
         if self.distilling:

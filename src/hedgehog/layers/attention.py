@@ -101,7 +101,7 @@ class MultiHeadAttention(nn.Module):
         v = self.v_proj(x).view(B, N, self.num_kv_heads, self.head_dim).transpose(1, 2)  # [B, Hk, N, D]
         if key_padding_mask is not None:
             key_padding_mask = key_padding_mask.bool()
-        if self.balance is not None and self.training and not bool(self.balance.calibrated):
+        if self.balance is not None and self.training and self.balance.needs_calibration:
             pair = self.feature_map_q.pair(self.feature_map_k, q, k, key_padding_mask=key_padding_mask)
             self.balance.calibrate(q, k, pair, window=self.window, causal=self.causal, key_padding_mask=key_padding_mask)
         y = attend(

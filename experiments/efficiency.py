@@ -159,6 +159,88 @@ def generate_throughput(model, device, batch: int, prompt_len: int, new_tokens: 
             "peak_mib": peak_mib(device)}
 
 
+ATTENTION_RANGE = "efficiency::attention"
+
+
+def _wrap_attention_functions():
+    """Wrap every registered attention function of transformers in a profiler range, so that the forward kernels
+    of attention (softmax SDPA or the converted layers) can be told apart from the rest of the model."""
+    import contextlib
+
+    from transformers import AttentionInterface
+
+    originals = dict(AttentionInterface._global_mapping)
+
+    def wrap(fn):
+        def wrapped(*args, **kwargs):
+            with torch.profiler.record_function(ATTENTION_RANGE):
+                return fn(*args, **kwargs)
+        return wrapped
+
+    for name, fn in originals.items():
+        AttentionInterface._global_mapping[name] = wrap(fn)
+
+    @contextlib.contextmanager
+    def restore():
+        try:
+            yield
+        finally:
+            AttentionInterface._global_mapping.update(originals)
+    return restore()
+
+
+def profile_step(model, device, batch: int, seq_len: int, vocab: int, layers: int) -> dict:
+    """One profiled training step (after two untimed ones): the step's CUDA time, the attention's forward and
+    backward CUDA time per layer (forward: kernels launched inside the attention function; backward: the
+    autograd nodes of attention), and the 15 kernels that took longest."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    ids = torch.randint(0, vocab, (batch, seq_len), device=device)
+
+    def step():
+        with autocast(device):
+            out = model(input_ids=ids, labels=ids)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    with _wrap_attention_functions():
+        for _ in range(2):
+            step()
+        sync(device)
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            step()
+            sync(device)
+    events = prof.key_averages()
+
+    on_gpu = device.type == "cuda"  # on a CPU (the smoke check) the same sums are taken over CPU time
+
+    def device_ms(event) -> float:
+        return (event.device_time_total if on_gpu else event.cpu_time_total) / 1000.0
+
+    def self_device_ms(event) -> float:
+        return (event.self_device_time_total if on_gpu else event.self_cpu_time_total) / 1000.0
+
+    fwd = sum(device_ms(e) for e in events if e.key == ATTENTION_RANGE)
+    bwd = sum(device_ms(e) for e in events if e.key.startswith("autograd::engine::evaluate_function:")
+              and any(t in e.key for t in ("AttentionFunctionBackward", "ScaledDotProduct", "FlashAttention",
+                                           "EfficientAttention", "CudnnAttention")))
+    kind = "CUDA" if on_gpu else "CPU"
+    kernels = sorted((e for e in events if self_device_ms(e) > 0 and e.device_type.name == kind),
+                     key=self_device_ms, reverse=True)
+    step_ms = sum(self_device_ms(e) for e in events if e.device_type.name == kind)
+    del opt
+    return {
+        "batch": batch, "seq_len": seq_len, "layers": layers, "time": "cuda" if on_gpu else "cpu",
+        "step_ms": round(step_ms, 2),
+        "attention_fwd_ms_per_layer": round(fwd / layers, 3), "attention_bwd_ms_per_layer": round(bwd / layers, 3),
+        "attention_ms_per_layer": round((fwd + bwd) / layers, 3),
+        "top_kernels": [{"kernel": e.key[:120], "calls": e.count, "ms": round(self_device_ms(e), 3)} for e in kernels[:15]],
+    }
+
+
 def draw(result: dict, fig_dir: Path) -> list[str]:
     import matplotlib
 
@@ -220,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "efficiency"))
     ap.add_argument("--figures", default=None, help="default: <out>/figures")
     ap.add_argument("--smoke", action="store_true", help="tiny random Llama, short sequences (CPU check)")
+    ap.add_argument("--profile-seq-len", type=int, default=None,
+                    help="also profile one training step per arm at this length (attention time per layer)")
     ap.add_argument("--random-weights", default=None, metavar="CONFIG_JSON",
                     help="random weights in this Hugging Face config's architecture instead of --model-path")
     args = ap.parse_args(argv)
@@ -238,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         "dtype": "bf16-mixed (fp32 weights, bf16 autocast)" if device.type == "cuda" else "fp32", "tokens_per_batch": args.tokens_per_batch,
         "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "warmup": args.warmup, "repeats": args.repeats,
         "torch": torch.__version__, "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "train": {}, "generate": {},
+        "train": {}, "generate": {}, "profile": {},
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -263,8 +347,20 @@ def main(argv: list[str] | None = None) -> int:
             del model
             result["train"][arm].append(row)
             print(f"[efficiency] train {arm:15s} {row}", flush=True)
+        if args.profile_seq_len:
+            seq_len = args.profile_seq_len
+            batch = max(1, args.tokens_per_batch // seq_len)
+            model = arm_model(base, arm)
+            try:
+                with backend_for(arm):
+                    row = profile_step(model, device, batch, seq_len, vocab, int(base.config.num_hidden_layers))
+            except Exception as error:
+                row = {"batch": batch, "seq_len": seq_len, "error": f"{type(error).__name__}: {error}"[:300]}
+            del model
+            result["profile"][arm] = row
+            print(f"[efficiency] profile {arm:13s} {({k: v for k, v in row.items() if k != 'top_kernels'})}", flush=True)
         # generation has its own kernel path: one Hedgehog row is enough there, none for the -torch arm
-        for batch in () if arm.endswith("-torch") else (1, args.gen_batch):
+        for batch in () if arm.endswith("-torch") or args.new_tokens == 0 else (1, args.gen_batch):
             model = arm_model(base, arm)
             try:
                 row = generate_throughput(model, device, batch, args.prompt_len, args.new_tokens, 1, args.gen_repeats, vocab)

@@ -1,0 +1,27 @@
+"""The end-to-end speed script on a tiny random Llama (CPU): training and generation rows for every arm, and the
+one-step profile that separates the attention's time per layer from the rest of the model."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_efficiency_smoke_with_profile(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "efficiency.py"), "--smoke", "--arms", "softmax,hedgehog",
+         "--profile-seq-len", "64", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "efficiency.json").read_text())
+    assert result["complete"] and set(result["train"]) == {"softmax", "hedgehog"}
+    for arm in ("softmax", "hedgehog"):
+        assert all(row["tokens_per_s"] > 0 for row in result["train"][arm])
+        profile = result["profile"][arm]
+        assert profile["layers"] == 2 and profile["seq_len"] == 64
+        # the attention function's own time is found and is part of the step
+        assert 0 < profile["attention_fwd_ms_per_layer"] * profile["layers"] < profile["step_ms"]
+        assert profile["top_kernels"]

@@ -6,7 +6,7 @@
 Part 1 (one attention layer, 16 heads, head dim 64, Hedgehog features 128, bfloat16): for each context
 length L (1K..32K) and batch size, the time of one decoding step --
 
-* ``linear_kernel`` -- ``hedgehog.kernels.try_recurrent_step`` (state ``[B, H, F, Dv]``, independent of L);
+* ``linear_kernel`` -- ``hedgehog.kernels.recurrent_step`` (state ``[B, H, F, Dv]``, independent of L);
 * ``linear_kernel_with_maps`` -- the same plus both Hedgehog feature maps on the new token;
 * ``linear_torch`` -- ``hedgehog.attention.recurrent_step`` (PyTorch);
 * ``softmax_kv_cache`` -- write the new key/value into a preallocated cache and run SDPA over L + 1 keys.
@@ -79,7 +79,6 @@ def layer_steps(args, device) -> list[dict]:
     """Part 1: one layer's decoding step, every method, context and batch size."""
     import torch.nn.functional as F
 
-    import hedgehog.kernels as kernels
     from hedgehog.attention import RecurrentState, build_feature_map, recurrent_step
     from hedgehog.attention.backend import use_backend
     from hedgehog.kernels import decode
@@ -97,14 +96,10 @@ def layer_steps(args, device) -> list[dict]:
         state = RecurrentState(torch.rand(b, H, Fdim, D, device=device), torch.rand(b, H, Fdim, device=device))
 
         def kernel_step():
-            if device.type == "cuda":
-                return kernels.try_recurrent_step(qf, kf, v, state)
             return decode.recurrent_step(qf, kf, v, state.S, state.z)
 
         def kernel_step_with_maps():
             a, c = fq(q, is_query=True).to(dtype), fk(k).to(dtype)
-            if device.type == "cuda":
-                return kernels.try_recurrent_step(a, c, v, state)
             return decode.recurrent_step(a, c, v, state.S, state.z)
 
         def torch_step():

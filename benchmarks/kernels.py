@@ -8,12 +8,12 @@ N from 1K to 128K at a fixed number of tokens per batch (B = tokens / N, at leas
 forward+backward time (``triton.testing.do_bench`` median, ms) and the peak memory of forward+backward
 (``torch.cuda.max_memory_allocated``, inputs and the upstream gradient included). Methods:
 
-* ``hedgehog_fused`` -- ours: ``hedgehog.kernels.try_fused_attend`` (feature map inside the kernels; the
-  dispatch ``attend`` uses on CUDA), gradients to q, k, v and both maps' weight and bias;
+* ``hedgehog_fused`` -- ours: ``hedgehog.kernels.hedgehog_attention`` with the maps' own arguments (feature map
+  inside the kernels; what ``attend`` calls on CUDA), gradients to q, k, v and both maps' weight and bias;
 * ``hedgehog_fused_bf16w`` -- the same with the projection weight rounded to bf16 (one product instead of the
   fp32-accurate two: ``HEDGEHOG_KERNELS_SPLIT_WEIGHTS=0``);
 * ``hedgehog_torch`` -- ``hedgehog.attention.attend`` with the PyTorch backend (the reference path);
-* ``linear_features`` -- our unfused kernel (``try_linear_attention``) on ready-made features;
+* ``linear_features`` -- our unfused kernel (``hedgehog.kernels.linear_attention``) on ready-made features;
 * ``sdpa_flash`` -- ``scaled_dot_product_attention`` with the FlashAttention backend (softmax);
 * ``fla_chunk`` -- flash-linear-attention's ``chunk_linear_attn`` on ready-made features, when importable.
 
@@ -161,20 +161,15 @@ def make_method(name: str, case: Case, device: torch.device, fla_fn):
                     os.environ["HEDGEHOG_KERNELS_SPLIT_WEIGHTS"] = previous
         return fwd, inputs
     if name == "hedgehog_fused":
-        if device.type == "cuda":
-            import hedgehog.kernels as kernels
+        from hedgehog.kernels import chunked
 
-            def fwd():
-                out = kernels.try_fused_attend(c.q, c.k, c.v, feature_map_q=c.fq, feature_map_k=c.fk, causal=c.causal)
-                if out is None:
-                    raise RuntimeError("try_fused_attend declined this case")
-                return out
-        else:
-            from hedgehog.kernels import chunked
+        args = c.fq.fused_kernel_args(c.fk, c.q, c.k)  # what ``attend`` hands the kernel
+        if args is None:
+            raise RuntimeError("the Hedgehog maps declined the fused kernel")
+        tiles = {} if device.type == "cuda" else {"chunk_size": 16, "segment_size": 32}
 
-            def fwd():
-                return chunked.hedgehog_attention(c.q, c.k, c.v, c.fq.weight, c.fq.bias, c.fk.weight, c.fk.bias,
-                                                  causal=c.causal, chunk_size=16, segment_size=32)
+        def fwd():
+            return chunked.hedgehog_attention(c.q, c.k, c.v, causal=c.causal, **args, **tiles)
         return fwd, c.params
     if name == "hedgehog_torch":
         def fwd():
@@ -182,19 +177,12 @@ def make_method(name: str, case: Case, device: torch.device, fla_fn):
                 return attend(c.q, c.k, c.v, feature_map_q=c.fq, feature_map_k=c.fk, causal=c.causal)
         return fwd, c.params
     if name == "linear_features":
-        if device.type == "cuda":
-            import hedgehog.kernels as kernels
+        from hedgehog.kernels import chunked
 
-            def fwd():
-                out = kernels.try_linear_attention(c.qf, c.kf, c.v, causal=c.causal)
-                if out is None:
-                    raise RuntimeError("try_linear_attention declined this case")
-                return out
-        else:
-            from hedgehog.kernels import chunked
+        tiles = {} if device.type == "cuda" else {"chunk_size": 16, "segment_size": 32}
 
-            def fwd():
-                return chunked.linear_attention(c.qf, c.kf, c.v, causal=c.causal, chunk_size=16, segment_size=32)
+        def fwd():
+            return chunked.linear_attention(c.qf, c.kf, c.v, causal=c.causal, **tiles)
         return fwd, [c.qf, c.kf, c.v]
     if name == "sdpa_flash":
         import torch.nn.functional as F

@@ -124,26 +124,42 @@ def test_triton_backend_without_kernels_raises(monkeypatch):
         backend.kernels_for(cuda_like)
 
 
-def test_kernel_hook_is_called_and_none_falls_back(monkeypatch):
+def test_kernel_hook_is_called_and_unsupported_cases_fall_back(monkeypatch):
+    """``attend`` hands a stock Hedgehog pair to the kernels' fused entry with the maps' own arguments; where the
+    kernels say a shape does not fit, the features path (or PyTorch) runs instead."""
     calls = []
     q, k, v = qkv(6, dtype=torch.float32)
     fq, fk = build_feature_map("hedgehog", 4, 8), build_feature_map("hedgehog", 2, 8)
     sentinel = torch.full((2, 4, 6, 5), 7.0)
+    fits = {"fused": True}
 
-    def try_fused_attend(q_, k_, v_, **kwargs):
+    def hedgehog_attention(q_, k_, v_, **kwargs):
         calls.append(("fused", sorted(kwargs)))
-        return sentinel if kwargs["causal"] else None
+        assert kwargs["weight_q"] is fq.weight and kwargs["bias_k"] is fk.bias
+        return sentinel
 
-    def try_linear_attention(qf, kf, v_, **kwargs):
+    def linear_attention(qf, kf, v_, **kwargs):
         calls.append(("linear", sorted(kwargs)))
-        return None
+        return sentinel
 
-    fake = types.SimpleNamespace(try_fused_attend=try_fused_attend, try_linear_attention=try_linear_attention)
+    fake = types.SimpleNamespace(
+        KERNEL_DTYPES=(torch.float16, torch.bfloat16, torch.float32), hedgehog_attention=hedgehog_attention,
+        linear_attention=linear_attention, supports_fused=lambda *shape: fits["fused"],
+        supports_features=lambda *shape: False,
+    )
     monkeypatch.setattr(dispatch, "kernels_for", lambda *t: fake)
     monkeypatch.setattr(linear, "kernels_for", lambda *t: fake)
     assert attend(q, k, v, feature_map_q=fq, feature_map_k=fk, causal=True) is sentinel
+    assert calls[0] == ("fused", ["bias_k", "bias_q", "causal", "key_headroom", "key_padding_mask", "stable",
+                                  "weight_k", "weight_q"])
+    fits["fused"] = False  # neither kernel fits: the PyTorch path
     out = attend(q, k, v, feature_map_q=fq, feature_map_k=fk, causal=False)
     expected = linear_output(fq(q, is_query=True), fk(k), v, False)
     torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
-    assert calls[0] == ("fused", ["causal", "feature_map_k", "feature_map_q", "key_padding_mask", "log_balance", "positions", "scale"])
-    assert calls[1][0] == "fused" and calls[2] == ("linear", ["causal", "key_padding_mask"])
+    assert len(calls) == 1
+    window_q = build_feature_map("hedgehog_window", 4, 8, window=2)  # no fused kernel for the hybrid
+    window_k = build_feature_map("hedgehog_window", 2, 8, window=2)
+    fits["fused"] = True
+    assert attend(q, k, v, feature_map_q=window_q, feature_map_k=window_k, causal=True) is not sentinel
+    assert len(calls) == 1
+

@@ -55,11 +55,26 @@ def poison_allocator(mib: int = 256) -> None:
     del junk
 
 
-def hedgehog_case(name, *, b, hq, hk, n, d, dv, hidden, dtype, causal, mask=False, init="random", scale=0.5,
-                  stable=True, bias=True):
-    """Fused kernel (through ``try_fused_attend``) vs float64 PyTorch reference; returns (out_err, grad_errs)."""
+def fused(q, k, v, fq, fk, causal, key_padding_mask=None):
+    """The fused kernel with the maps' own arguments (what ``attend`` hands it)."""
     import hedgehog.kernels as kernels
 
+    args = fq.fused_kernel_args(fk, q, k)
+    assert args is not None, "the maps declined the fused kernel"
+    return kernels.hedgehog_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask, **args)
+
+
+def step(qf, kf, v, state, key_padding_mask=None):
+    """The decode kernel on a ``RecurrentState``."""
+    import hedgehog.kernels as kernels
+
+    out, S, z = kernels.recurrent_step(qf, kf, v, state.S, state.z, key_padding_mask)
+    return out, RecurrentState(S, z)
+
+
+def hedgehog_case(name, *, b, hq, hk, n, d, dv, hidden, dtype, causal, mask=False, init="random", scale=0.5,
+                  stable=True, bias=True):
+    """Fused kernel vs float64 PyTorch reference; returns (out_err, grad_errs)."""
     torch.manual_seed(hash(name) % 2**31)
     q = (scale * torch.randn(b, hq, n, d, device="cuda")).to(dtype)
     k = (scale * torch.randn(b, hk, n, d, device="cuda")).to(dtype)
@@ -76,8 +91,7 @@ def hedgehog_case(name, *, b, hq, hk, n, d, dv, hidden, dtype, causal, mask=Fals
         t.requires_grad_(True)
 
     poison_allocator()
-    out = kernels.try_fused_attend(q, k, v, feature_map_q=fq, feature_map_k=fk, causal=causal, key_padding_mask=key_mask)
-    assert out is not None, "try_fused_attend declined a supported case"
+    out = fused(q, k, v, fq, fk, causal, key_mask)
     assert out.dtype == dtype and out.shape == (b, hq, n, dv)
     grad_out = torch.randn(out.shape, device="cuda").to(dtype)
     grads = torch.autograd.grad(out, params, grad_out)
@@ -140,10 +154,10 @@ def test_fused_bidirectional_bf16_padding():
 @pytest.mark.parametrize("causal,dtype,tol", [(True, torch.float32, 1e-4)])
 def test_features_path(causal, dtype, tol):
     """Ready-made features (F = 96, padded to 128), GQA, padding, through ``linear_attention``'s dispatch."""
-    import hedgehog.kernels.chunked as chunked
+    import hedgehog.kernels as kernels
 
     calls = []
-    original = chunked.linear_attention
+    original = kernels.linear_attention
 
     def counting(*args, **kwargs):
         calls.append(1)
@@ -157,7 +171,7 @@ def test_features_path(causal, dtype, tol):
     mask = padding(b, n)
     poison_allocator()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(chunked, "linear_attention", counting)
+        mp.setattr(kernels, "linear_attention", counting)
         with use_backend("auto"):
             out = linear_attention(qf, kf, v, causal, key_padding_mask=mask)
     assert calls, "linear_attention did not dispatch to the kernel"
@@ -173,10 +187,10 @@ def test_features_path(causal, dtype, tol):
 
 
 def test_attend_dispatches_to_the_fused_kernel_and_matches_torch():
-    import hedgehog.kernels.chunked as chunked
+    import hedgehog.kernels as kernels
 
     calls = []
-    original = chunked.hedgehog_attention
+    original = kernels.hedgehog_attention
 
     def counting(*args, **kwargs):
         calls.append(1)
@@ -186,7 +200,7 @@ def test_attend_dispatches_to_the_fused_kernel_and_matches_torch():
     q, k, v = (torch.randn(2, 4, 304, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     fq, fk = build_feature_map("hedgehog", 4, 64).cuda(), build_feature_map("hedgehog", 4, 64).cuda()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(chunked, "hedgehog_attention", counting)
+        mp.setattr(kernels, "hedgehog_attention", counting)
         with use_backend("auto"):
             out = attend(q, k, v, feature_map_q=fq, feature_map_k=fk, causal=True)
     assert calls, "attend did not dispatch to the fused kernel"
@@ -198,20 +212,16 @@ def test_attend_dispatches_to_the_fused_kernel_and_matches_torch():
 
 
 def test_outputs_are_deterministic():
-    import hedgehog.kernels as kernels
-
     torch.manual_seed(9)
     q, k, v = (torch.randn(1, 4, 2048, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     fq, fk = build_feature_map("hedgehog", 4, 64, init="random").cuda(), build_feature_map("hedgehog", 4, 64, init="random").cuda()
-    a = kernels.try_fused_attend(q, k, v, feature_map_q=fq, feature_map_k=fk, causal=True)
-    b = kernels.try_fused_attend(q, k, v, feature_map_q=fq, feature_map_k=fk, causal=True)
+    a = fused(q, k, v, fq, fk, True)
+    b = fused(q, k, v, fq, fk, True)
     assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_decode_steps_continue_the_prefill(dtype):
-    import hedgehog.kernels as kernels
-
     torch.manual_seed(10)
     b, hq, hk, n, f, dv, prefix = 3, 6, 2, 48, 128, 64, 40
     qf = torch.rand(b, hq, n, f, device="cuda").to(dtype)
@@ -223,9 +233,7 @@ def test_decode_steps_continue_the_prefill(dtype):
     errs = []
     for t in range(prefix, n):
         sl = slice(t, t + 1)
-        stepped = kernels.try_recurrent_step(qf[:, :, sl], kf[:, :, sl], v[:, :, sl], state)
-        assert stepped is not None
-        out, new_state = stepped
+        out, new_state = step(qf[:, :, sl], kf[:, :, sl], v[:, :, sl], state)
         with use_backend("torch"):
             ref_out, ref_state = recurrent_step(qf[:, :, sl], kf[:, :, sl], v[:, :, sl], state)
         torch.testing.assert_close(new_state.S, ref_state.S, rtol=1e-6, atol=1e-6)
@@ -237,7 +245,7 @@ def test_decode_steps_continue_the_prefill(dtype):
     # a padded token leaves the state alone
     mask = torch.tensor([[True], [False], [True]], device="cuda")
     sl = slice(0, 1)
-    _, masked = kernels.try_recurrent_step(qf[:, :, sl], kf[:, :, sl], v[:, :, sl], state, key_padding_mask=mask)
+    _, masked = step(qf[:, :, sl], kf[:, :, sl], v[:, :, sl], state, key_padding_mask=mask)
     assert torch.equal(masked.S[1], state.S[1]) and not torch.equal(masked.S[0], state.S[0])
     assert isinstance(masked, RecurrentState)
 

@@ -1,4 +1,5 @@
-"""Without CUDA the kernels step aside: every ``try_*`` returns None and ``hedgehog.attention`` runs PyTorch."""
+"""Without CUDA the kernels step aside (``hedgehog.attention`` runs PyTorch), and the attention package alone
+decides which maps the fused kernel computes."""
 
 import pytest
 import torch
@@ -11,13 +12,21 @@ from hedgehog.attention.backend import use_backend  # noqa: E402
 from hedgehog.attention.feature_maps.hedgehog import HedgehogFeatureMap  # noqa: E402
 
 
-def test_cpu_inputs_are_declined():
-    q, k, v = torch.randn(1, 2, 8, 16), torch.randn(1, 2, 8, 16), torch.randn(1, 2, 8, 16)
-    fq, fk = build_feature_map("hedgehog", 2, 16), build_feature_map("hedgehog", 2, 16)
-    assert kernels.try_fused_attend(q, k, v, feature_map_q=fq, feature_map_k=fk, causal=True) is None
-    assert kernels.try_linear_attention(q.exp(), k.exp(), v, causal=True) is None
-    step = (q[:, :, :1].exp(), k[:, :, :1].exp(), v[:, :, :1])
-    assert kernels.try_recurrent_step(*step, RecurrentState.zeros(1, 2, 16, 16)) is None
+def test_the_kernels_import_nothing_from_the_attention_package():
+    import ast
+    from pathlib import Path
+
+    for path in Path(kernels.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        names = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
+        names += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        assert not [n for n in names if n.startswith("hedgehog.attention")], path.name
+
+
+def test_shapes_the_kernels_cover():
+    assert kernels.supports_fused(64, 64, 64) and not kernels.supports_fused(256, 64, 64)
+    assert kernels.supports_features(128, 64) and not kernels.supports_features(256, 64)
+    assert kernels.supports_decode(128)
 
 
 def test_attend_on_cpu_uses_the_reference_under_every_backend_that_allows_it():
@@ -39,13 +48,19 @@ class _ShiftedHedgehog(HedgehogFeatureMap):
 
 
 def test_only_stock_exp_hedgehog_maps_are_fused():
-    assert kernels.fusable_hedgehog(build_feature_map("hedgehog", 4, 16), 4, 16)
-    assert not kernels.fusable_hedgehog(build_feature_map("hedgehog", 4, 16), 2, 16)  # wrong head count
-    assert not kernels.fusable_hedgehog(build_feature_map("hedgehog", 4, 16, activation="softmax"), 4, 16)
-    assert not kernels.fusable_hedgehog(build_feature_map("taylor", 4, 16), 4, 16)
-    assert not kernels.fusable_hedgehog(_ShiftedHedgehog(4, 16), 4, 16)  # a changed forward is not the kernel's
-    assert not kernels.fusable_hedgehog(build_feature_map("hedgehog", 4, 16).double(), 4, 16)
-    assert not kernels.fusable_hedgehog(None, 4, 16)
+    q, k = torch.randn(1, 4, 8, 16), torch.randn(1, 2, 8, 16)
+
+    def fused(fq, fk):
+        return fq.fused_kernel_args(fk, q, k) is not None
+
+    assert fused(build_feature_map("hedgehog", 4, 16), build_feature_map("hedgehog", 2, 16))
+    assert not fused(build_feature_map("hedgehog", 2, 16), build_feature_map("hedgehog", 2, 16))  # head count
+    assert not fused(build_feature_map("hedgehog", 4, 16, activation="softmax"),
+                     build_feature_map("hedgehog", 2, 16, activation="softmax"))
+    assert not fused(build_feature_map("taylor", 4, 16), build_feature_map("taylor", 2, 16))
+    assert not fused(_ShiftedHedgehog(4, 16), build_feature_map("hedgehog", 2, 16))  # a changed forward
+    assert not fused(build_feature_map("hedgehog", 4, 16).double(), build_feature_map("hedgehog", 2, 16).double())
+    assert not fused(build_feature_map("hedgehog_window", 4, 16), build_feature_map("hedgehog_window", 2, 16))
 
 
 @pytest.mark.parametrize("feature, dot, table", [(1, "bf16", "DEFAULTS"), (0, "bf16", "DEFAULTS_FEATURES"),

@@ -101,7 +101,7 @@ def test_fused_hedgehog_at_real_activation_scales(causal):
     v = torch.randn(b, hk, n, d).bfloat16()
     fq, fk = build_feature_map("hedgehog", hq, d), build_feature_map("hedgehog", hk, d)  # identity: u = q, k
     assert k.float().abs().max() > 100
-    out = chunked.hedgehog_attention(q, k, v, fq.weight, fq.bias, fk.weight, fk.bias, causal=causal, **SMALL)
+    out = chunked.hedgehog_attention(q, k, v, causal=causal, **fq.fused_kernel_args(fk, q, k), **SMALL)
     from hedgehog.attention import attend
 
     ref = attend(q.double(), k.double(), v.double(), feature_map_q=fq.double(), feature_map_k=fk.double(), causal=causal)
@@ -143,16 +143,22 @@ def test_every_output_written_and_padded_queries_finite():
 
 
 def test_dispatch_runs_the_fused_kernel(monkeypatch):
-    """``try_fused_attend`` with real ``build_feature_map`` modules (device check bypassed for the interpreter)."""
+    """``attend`` hands real ``build_feature_map`` modules to the fused kernel (the CUDA check bypassed for the
+    interpreter) and gets the reference's answer."""
+    import hedgehog.attention.dispatch as dispatch
     import hedgehog.kernels as kernels
+    from hedgehog.attention import attend
 
     torch.manual_seed(4)
-    monkeypatch.setattr(kernels, "_on_cuda", lambda *tensors: True)
+    calls = []
+    original = kernels.hedgehog_attention
+    monkeypatch.setattr(dispatch, "kernels_for", lambda *tensors: kernels)
+    monkeypatch.setattr(kernels, "hedgehog_attention", lambda *a, **kw: calls.append(1) or original(*a, **kw))
     b, hq, hk, n, d = 1, 2, 1, 40, 16
     q, k, v = torch.randn(b, hq, n, d), torch.randn(b, hk, n, d), torch.randn(b, hk, n, d)
     fq, fk = build_feature_map("hedgehog", hq, d, init="random"), build_feature_map("hedgehog", hk, d, init="random")
-    out = kernels.try_fused_attend(q, k, v, feature_map_q=fq, feature_map_k=fk, causal=True)
-    assert out is not None
+    out = attend(q, k, v, feature_map_q=fq, feature_map_k=fk, causal=True)
+    assert calls == [1]
     ref = linear_attention(fq(q, is_query=True), fk(k), v, True)
     assert rel_err(out, ref) < 1e-5
 

@@ -1,9 +1,9 @@
 """Which implementation runs the hot paths: the PyTorch reference here, or the Triton kernels.
 
-``hedgehog.kernels`` (Triton) is optional. With backend ``"auto"`` (the default) CUDA inputs are offered to
-``hedgehog.kernels.try_fused_attend`` / ``try_linear_attention``; a kernel returns a tensor, or None for a
-case it does not cover, and then the PyTorch code in this package runs; CPU inputs always take the PyTorch
-path. ``"torch"`` never calls kernels; ``"triton"`` insists that the kernel package imports. The initial
+``hedgehog.kernels`` (Triton) is optional. With backend ``"auto"`` (the default) ``kernels_for`` hands the kernel
+module to the callers in this package (``dispatch.attend``, ``linear.linear_attention``, ``linear.recurrent_step``)
+for CUDA inputs; they decide, from the feature maps and the kernels' ``supports_*`` answers, whether a kernel
+covers the case, and otherwise run the PyTorch code of this package; CPU inputs always take the PyTorch path. ``"torch"`` never calls kernels; ``"triton"`` insists that the kernel package imports. The initial
 value comes from the environment variable ``HEDGEHOG_ATTENTION_BACKEND`` (``run.py``: the config key
 ``attention_backend``). The kernels are on by default since they passed the GPU suite (``tests/gpu``) and
 the every-type preflight (``experiments/preflight_kernels.py``) on an H100 on 2026-11-23.

@@ -6,11 +6,29 @@ import torch
 from torch import Tensor
 
 from hedgehog.attention.backend import kernels_for
-from hedgehog.attention.checks import check_qkv, describe
+from hedgehog.attention.checks import check_key_padding_mask, check_qkv, describe
 from hedgehog.attention.feature_maps.base import FeatureMap
 from hedgehog.attention.hybrid import hybrid_attention
 from hedgehog.attention.linear import linear_attention
 from hedgehog.attention.softmax import softmax_attention
+
+
+def _fused(q: Tensor, k: Tensor, v: Tensor, fq: FeatureMap, fk: FeatureMap, causal: bool,
+           key_padding_mask: Tensor | None, window: int | None) -> Tensor | None:
+    """The feature map's own fused kernel (``FeatureMap.fused_kernel_args``), when the backend, the device, the
+    dtypes and the shapes allow it; None otherwise (the PyTorch path runs)."""
+    kernels = kernels_for(q, k, v)
+    if kernels is None or window is not None or q.shape[2] == 0:
+        return None
+    args = fq.fused_kernel_args(fk, q, k)
+    if args is None or any(p.device != q.device for p in args.values() if isinstance(p, Tensor)):
+        return None
+    if q.dtype not in kernels.KERNEL_DTYPES or k.dtype != q.dtype or v.dtype not in kernels.KERNEL_DTYPES:
+        return None
+    if not kernels.supports_fused(q.shape[-1], args["weight_q"].shape[-1], v.shape[-1]):
+        return None
+    mask = check_key_padding_mask("attend", key_padding_mask, q.shape[0], q.shape[2], q.device)
+    return kernels.hedgehog_attention(q, k, v, causal=causal, key_padding_mask=mask, **args)
 
 
 def attend(
@@ -53,15 +71,9 @@ def attend(
     if window is not None and log_balance is None:  # no balance given: lam = 1 for every head
         log_balance = q.new_zeros(q.shape[1], dtype=torch.float32)
 
-    kernels = kernels_for(q, k, v)
-    fused = getattr(kernels, "try_fused_attend", None) if kernels is not None else None
-    if fused is not None:
-        out = fused(
-            q, k, v, feature_map_q=feature_map_q, feature_map_k=feature_map_k, causal=causal,
-            key_padding_mask=key_padding_mask, scale=scale, positions=positions, log_balance=log_balance,
-        )
-        if out is not None:
-            return out
+    out = _fused(q, k, v, feature_map_q, feature_map_k, causal, key_padding_mask, window)
+    if out is not None:
+        return out
 
     pair = feature_map_q.pair(feature_map_k, q, k, positions=positions, key_padding_mask=key_padding_mask)
     if window is not None:

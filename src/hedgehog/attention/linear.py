@@ -180,13 +180,13 @@ def linear_attention(
         _check_state(fn, initial_state, b, hk, f, dv)
         check_same_device(fn, qf=qf, state=initial_state.S)
 
-    if not return_state and initial_state is None:
+    if not return_state and initial_state is None and n > 0:
         kernels = kernels_for(qf, kf, v)
-        fused = getattr(kernels, "try_linear_attention", None) if kernels is not None else None
-        if fused is not None:
-            out = fused(qf, kf, v, causal=causal, key_padding_mask=mask)
-            if out is not None:
-                return out
+        if (
+            kernels is not None and all(t.dtype in kernels.KERNEL_DTYPES for t in (qf, kf, v))
+            and kernels.supports_features(f, dv)
+        ):
+            return kernels.linear_attention(qf, kf, v, causal=causal, key_padding_mask=mask)
 
     acc = accumulation_dtype(qf, kf, v)
     q = qf.to(acc).reshape(b, hk, hq // hk, n, f)
@@ -232,6 +232,14 @@ def recurrent_step(
         check_floating(fn, "state.S", state.S, "[B, Hk, F, Dv]", 4)
         check_same_device(fn, qf=qf, state=state.S)
         acc = torch.promote_types(acc, state.S.dtype)
+    kernels = kernels_for(qf, kf, v, state.S, state.z)
+    if (
+        kernels is not None and state.S.dtype == torch.float32 and state.z.dtype == torch.float32
+        and all(t.dtype in kernels.KERNEL_DTYPES for t in (qf, kf, v)) and kernels.supports_decode(f)
+        and not (torch.is_grad_enabled() and any(t.requires_grad for t in (qf, kf, v, state.S, state.z)))
+    ):  # the decode kernel has no backward
+        out, S, z = kernels.recurrent_step(qf, kf, v, state.S, state.z, mask)
+        return out, RecurrentState(S, z)
     k, vv = _masked_keys(kf.to(acc), v.to(acc), mask)
     k, vv = k[:, :, 0], vv[:, :, 0]
     S = state.S.to(acc) + k.unsqueeze(-1) * vv.unsqueeze(-2)

@@ -1,111 +1,46 @@
-"""Triton kernels for the hot paths of ``hedgehog.attention`` (CUDA only; the PyTorch code there is the
-fallback and the reference).
+"""Triton kernels for the hot paths of linear attention (CUDA; ``TRITON_INTERPRET=1`` runs them on a CPU).
 
-``hedgehog.attention`` calls the three ``try_*`` functions below when the backend allows it and the inputs are
-on CUDA (see ``hedgehog.attention.backend``); each returns its result, or None for a case the kernels do not
-cover, and then the PyTorch path runs:
+A leaf package: the kernels take tensors, shapes and flags and import nothing from ``hedgehog.attention``, which
+decides when to call them (``hedgehog.attention.dispatch``, ``linear``) and whose PyTorch code is their
+reference. Entry points:
 
-* ``try_fused_attend`` -- Hedgehog attention with the feature map fused into the chunked kernels
-  (``chunked.hedgehog_attention``): exp activation, per-head ``weight [H, D, d']``, ``bias [H, d']``.
-* ``try_linear_attention`` -- linear attention on ready-made features (``chunked.linear_attention``).
-* ``try_recurrent_step`` -- one decoding step (``decode.recurrent_step``).
+* ``hedgehog_attention(q, k, v, weight_q, bias_q, weight_k, bias_k, ...)`` -- chunked linear attention with the
+  Hedgehog feature map computed inside the kernels (``chunked.py``);
+* ``linear_attention(qf, kf, v, ...)`` -- the same on ready-made features of any map;
+* ``recurrent_step(qf, kf, v, S, z, mask)`` -- one decoding step on the state ``(S, z)`` (``decode.py``).
 
-Limits: float16 / bfloat16 / float32 inputs (float64 stays on the reference), head dim <= 128, features
+``supports_fused`` / ``supports_features`` / ``supports_decode`` say whether the tiles fit a shape
+(``KERNEL_DTYPES`` lists the input dtypes): float16 / bfloat16 / float32 inputs, head dim <= 128, features
 <= 128, value dim <= 128 with features x value dim <= 128 x 64 (the state is held in registers).
 """
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
-from hedgehog.attention.checks import check_key_padding_mask
-from hedgehog.attention.feature_maps.base import FeatureMap
-from hedgehog.attention.feature_maps.hedgehog import HedgehogFeatureMap
-from hedgehog.attention.linear import RecurrentState
 from hedgehog.kernels import chunked, decode
+from hedgehog.kernels.chunked import hedgehog_attention, linear_attention
+from hedgehog.kernels.decode import recurrent_step
 
-__all__ = ["try_fused_attend", "try_linear_attention", "try_recurrent_step", "fusable_hedgehog"]
+__all__ = [
+    "KERNEL_DTYPES", "hedgehog_attention", "linear_attention", "recurrent_step", "supports_decode",
+    "supports_features", "supports_fused",
+]
 
-_KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-_PARAM_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-
-
-def _on_cuda(*tensors: Tensor | None) -> bool:
-    return all(t.is_cuda for t in tensors if t is not None)
-
-
-def fusable_hedgehog(fm: FeatureMap | None, heads: int, head_dim: int) -> bool:
-    """A Hedgehog map with the exp activation whose forward is the stock one, with ``heads`` heads."""
-    return (
-        isinstance(fm, HedgehogFeatureMap)
-        and type(fm).forward is HedgehogFeatureMap.forward
-        and type(fm).project is HedgehogFeatureMap.project
-        and fm.activation == "exp"
-        and fm.num_heads == heads
-        and fm.head_dim == head_dim
-        and fm.weight.dtype in _PARAM_DTYPES
-        and (fm.bias is None or fm.bias.dtype in _PARAM_DTYPES)
-    )
+KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
-def try_fused_attend(
-    q: Tensor, k: Tensor, v: Tensor, *, feature_map_q: FeatureMap | None, feature_map_k: FeatureMap | None,
-    causal: bool, key_padding_mask: Tensor | None = None, scale: float | None = None, positions: Tensor | None = None,
-    log_balance: Tensor | None = None,
-) -> Tensor | None:
-    """``attend`` with Hedgehog maps on both sides as one fused kernel, or None if not applicable.
-
-    q ``[B, Hq, N, D]``, k ``[B, Hk, N, D]``, v ``[B, Hk, N, Dv]``; ``scale`` and ``positions`` are not used by
-    Hedgehog maps. Returns ``[B, Hq, N, Dv]`` in v's dtype.
-    """
-    b, hq, n, d = q.shape
-    hk, dv = k.shape[1], v.shape[-1]
-    if n == 0 or q.dtype not in _KERNEL_DTYPES or k.dtype != q.dtype or v.dtype not in _KERNEL_DTYPES:
-        return None
-    if not (fusable_hedgehog(feature_map_q, hq, d) and fusable_hedgehog(feature_map_k, hk, d)):
-        return None
-    if getattr(feature_map_q, "window", None) is not None:
-        return None
-    if feature_map_q.hidden_dim != feature_map_k.hidden_dim:
-        return None
-    params = [feature_map_q.weight, feature_map_q.bias, feature_map_k.weight, feature_map_k.bias]
-    if not _on_cuda(q, k, v, *params) or not chunked.supported(d, feature_map_q.feature_dim, dv, fused=True):
-        return None
-    mask = check_key_padding_mask("attend", key_padding_mask, b, n, q.device)
-    return chunked.hedgehog_attention(
-        q, k, v, feature_map_q.weight, feature_map_q.bias, feature_map_k.weight, feature_map_k.bias,
-        causal=causal, key_padding_mask=mask, stable=feature_map_q.stable,
-    )
+def supports_fused(head_dim: int, hidden_dim: int, value_dim: int) -> bool:
+    """Whether ``hedgehog_attention`` takes heads of width ``head_dim``, a map of ``hidden_dim`` (features = 2 x
+    hidden) and values of width ``value_dim``."""
+    return chunked.supported(head_dim, 2 * hidden_dim, value_dim, fused=True)
 
 
-def try_linear_attention(
-    qf: Tensor, kf: Tensor, v: Tensor, *, causal: bool, key_padding_mask: Tensor | None = None
-) -> Tensor | None:
-    """``linear_attention`` on ready-made features ``[B, Hq, N, F]`` / ``[B, Hk, N, F]``, or None."""
-    n, f, dv = qf.shape[2], qf.shape[-1], v.shape[-1]
-    if n == 0 or any(t.dtype not in _KERNEL_DTYPES for t in (qf, kf, v)) or not _on_cuda(qf, kf, v):
-        return None
-    if not chunked.supported(f, f, dv):
-        return None
-    return chunked.linear_attention(qf, kf, v, causal=causal, key_padding_mask=key_padding_mask)
+def supports_features(feature_dim: int, value_dim: int) -> bool:
+    """Whether ``linear_attention`` takes features of width ``feature_dim`` and values of width ``value_dim``."""
+    return chunked.supported(feature_dim, feature_dim, value_dim)
 
 
-def try_recurrent_step(
-    qf: Tensor, kf: Tensor, v: Tensor, state: RecurrentState | None, key_padding_mask: Tensor | None = None
-) -> tuple[Tensor, RecurrentState] | None:
-    """``recurrent_step`` (one token per sequence) as one kernel, or None. The state stays float32."""
-    b, hq, n, f = qf.shape
-    hk, dv = kf.shape[1], v.shape[-1]
-    if n != 1 or any(t.dtype not in _KERNEL_DTYPES for t in (qf, kf, v)) or not decode.supported(f):
-        return None
-    if state is None:
-        state = RecurrentState.zeros(b, hk, f, dv, qf.device)
-    if state.S.dtype != torch.float32 or state.z.dtype != torch.float32:
-        return None
-    if not _on_cuda(qf, kf, v, state.S, state.z, key_padding_mask):
-        return None
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (qf, kf, v, state.S, state.z)):
-        return None  # the decode kernel has no backward
-    out, S, z = decode.recurrent_step(qf, kf, v, state.S, state.z, key_padding_mask)
-    return out, RecurrentState(S, z)
+def supports_decode(feature_dim: int) -> bool:
+    """Whether ``recurrent_step`` takes features of width ``feature_dim``."""
+    return decode.supported(feature_dim)

@@ -114,15 +114,13 @@ def split_weights(weight: Tensor, bias: Tensor | None, block_x: int, block_h: in
     return w_hi.contiguous(), w_lo.contiguous(), b
 
 
-from hedgehog.attention.feature_maps.hedgehog import KEY_HEADROOM  # noqa: E402  (one constant, two paths)
-
-
-def key_shift(k: Tensor, weight: Tensor, bias: Tensor | None, mask: Tensor | None, block_h: int) -> Tensor:
+def key_shift(k: Tensor, weight: Tensor, bias: Tensor | None, mask: Tensor | None, block_h: int,
+              headroom: float) -> Tensor:
     """The per-feature key shift ``[B, Hk, 2, block_h]`` (float32) of the stabilised Hedgehog features: for each
-    feature, the largest ``u = k W_h + b_h`` (first half) and ``-u`` (second half) over the real keys, zero padded;
-    less ``KEY_HEADROOM``; keys are shifted down by it and queries up, which leaves every product unchanged
+    feature, the largest ``u = k W_h + b_h`` (first half) and ``-u`` (second half) over the real keys, less
+    ``headroom``, zero padded; keys are shifted down by it and queries up, which leaves every product unchanged
     (``hedgehog.attention.feature_maps.hedgehog``, the same stabilisation as the PyTorch path). Any value would be
-    exact; this one keeps every exponent <= KEY_HEADROOM, so no feature overflows whatever the activation scale."""
+    exact; this one keeps every exponent <= ``headroom``, so no feature overflows whatever the activation scale."""
     with torch.no_grad():
         u = torch.matmul(k, weight.to(k.dtype)).float()  # [B, Hk, N, hidden]
         if bias is not None:
@@ -133,7 +131,7 @@ def key_shift(k: Tensor, weight: Tensor, bias: Tensor | None, mask: Tensor | Non
         shift = both.amax(dim=3) if both.shape[3] else both.new_zeros(both.shape[:3] + both.shape[4:])
         shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
         out = torch.zeros(*shift.shape[:3], block_h, device=k.device, dtype=torch.float32)
-        out[..., : shift.shape[-1]] = shift - KEY_HEADROOM
+        out[..., : shift.shape[-1]] = shift - headroom
         return out
 
 
@@ -285,7 +283,8 @@ class HedgehogAttentionFunction(torch.autograd.Function):
     """Linear attention with the Hedgehog feature map fused; see ``hedgehog_attention``."""
 
     @staticmethod
-    def forward(ctx, q, k, v, weight_q, bias_q, weight_k, bias_k, mask, causal, stable, chunk_size, segment_size):
+    def forward(ctx, q, k, v, weight_q, bias_q, weight_k, bias_k, mask, causal, stable, key_headroom, chunk_size,
+                segment_size):
         q, k, v = _prepare_inputs(q, k, v)
         p = make_plan(q, k, v, 2 * weight_q.shape[-1], True, causal, chunk_size, segment_size)
         dot = L.dot_dtypes(q, k, v)
@@ -293,7 +292,7 @@ class HedgehogAttentionFunction(torch.autograd.Function):
         wk = split_weights(weight_k, bias_k, p.block_x, p.block_f // 2, k.dtype)
         mask = _prepare_mask(mask)
         if stable:
-            shift = key_shift(k, weight_k, bias_k, mask, p.block_f // 2)
+            shift = key_shift(k, weight_k, bias_k, mask, p.block_f // 2, key_headroom)
         else:  # the plain features exp(+-u): a zero shift
             shift = torch.zeros(p.B, p.Hk, 2, p.block_f // 2, device=q.device, dtype=torch.float32)
         out, den, state = forward(p, q, k, v, mask, wq, wk, stable, dot, shift)
@@ -314,7 +313,7 @@ class HedgehogAttentionFunction(torch.autograd.Function):
         )
         gwq, gbq = _unpad(dwq, dbq, weight_q, bias_q)
         gwk, gbk = _unpad(dwk, dbk, weight_k, bias_k)
-        return dq, dk, dv, gwq, gbq, gwk, gbk, None, None, None, None, None
+        return dq, dk, dv, gwq, gbq, gwk, gbk, None, None, None, None, None, None
 
 
 class LinearAttentionFunction(torch.autograd.Function):
@@ -344,19 +343,20 @@ class LinearAttentionFunction(torch.autograd.Function):
 def hedgehog_attention(
     q: Tensor, k: Tensor, v: Tensor, weight_q: Tensor, bias_q: Tensor | None, weight_k: Tensor,
     bias_k: Tensor | None, *, causal: bool, key_padding_mask: Tensor | None = None, stable: bool = True,
-    chunk_size: int | None = None, segment_size: int | None = None,
+    key_headroom: float = 0.0, chunk_size: int | None = None, segment_size: int | None = None,
 ) -> Tensor:
     """Hedgehog linear attention with the feature map computed inside the kernels.
 
     q ``[B, Hq, N, D]``, k ``[B, Hk, N, D]``, v ``[B, Hk, N, Dv]`` (``Hq % Hk == 0``); ``weight_q [Hq, D, d']``,
     ``bias_q [Hq, d']`` (or None), ``weight_k [Hk, D, d']``, ``bias_k [Hk, d']``; ``key_padding_mask [B, N]``
-    bool, True on real tokens. ``stable``: shift each key feature down by its largest value over the sequence
-    and each query up by the same (``key_shift``), then each query by its own largest log-feature (cancelled by
-    the normaliser): finite at any activation scale. Returns ``[B, Hq, N, Dv]`` in v's dtype; differentiable in
+    bool, True on real tokens. ``stable``: shift each key feature down by its largest value over the sequence less
+    ``key_headroom`` and each query up by the same (``key_shift``), then each query by its own largest log-feature
+    (cancelled by the normaliser): finite at any activation scale. Returns ``[B, Hq, N, Dv]`` in v's dtype; differentiable in
     q, k, v and the four parameters.
     """
     return HedgehogAttentionFunction.apply(
-        q, k, v, weight_q, bias_q, weight_k, bias_k, key_padding_mask, causal, stable, chunk_size, segment_size
+        q, k, v, weight_q, bias_q, weight_k, bias_k, key_padding_mask, causal, stable, key_headroom, chunk_size,
+        segment_size,
     )
 
 

@@ -74,6 +74,12 @@ class FeatureMap(nn.Module):
         key_positions = positions if key_positions is None else key_positions
         return FeaturePair(self(q, is_query=True, positions=positions), key_map(k, positions=key_positions))
 
+    def fused_kernel_args(self, key_map: "FeatureMap", q: Tensor, k: Tensor) -> dict | None:
+        """The arguments with which ``hedgehog.kernels.hedgehog_attention`` computes this map's attention with the
+        map inside the kernel, or None when no fused kernel computes it (the default: features are made here).
+        q ``[B, Hq, N, D]``, k ``[B, Hk, N, D]``."""
+        return None
+
     def check_input(self, x: Tensor) -> Tensor:
         """Validate ``x [B, H, N, D]`` against this map's heads and head dimension."""
         fn = f"{type(self).__name__}.forward"

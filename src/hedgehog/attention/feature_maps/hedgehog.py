@@ -120,6 +120,23 @@ class HedgehogFeatureMap(FeatureMap):
             return torch.exp(logs - m).to(x.dtype)
         return torch.exp(logs).to(exp_output_dtype(x))
 
+    def fused_kernel_args(self, key_map: FeatureMap, q: Tensor, k: Tensor) -> dict | None:
+        """Weights, biases and flags for ``hedgehog.kernels.hedgehog_attention`` when both maps are stock
+        Hedgehog maps with the exp activation (a subclass that changes the features is never fused), their head
+        counts match q and k, and their parameters are 16- or 32-bit floats; None otherwise."""
+        if type(self) is not HedgehogFeatureMap or type(key_map) is not HedgehogFeatureMap:
+            return None
+        params = [p for fm in (self, key_map) for p in (fm.weight, fm.bias) if p is not None]
+        if (
+            self.activation != "exp" or key_map.activation != "exp" or self.hidden_dim != key_map.hidden_dim
+            or self.num_heads != q.shape[1] or key_map.num_heads != k.shape[1]
+            or self.head_dim != q.shape[-1] or key_map.head_dim != k.shape[-1]
+            or any(p.dtype not in (torch.float16, torch.bfloat16, torch.float32) for p in params)
+        ):
+            return None
+        return {"weight_q": self.weight, "bias_q": self.bias, "weight_k": key_map.weight, "bias_k": key_map.bias,
+                "stable": self.stable, "key_headroom": KEY_HEADROOM}
+
     def pair(
         self, key_map: FeatureMap, q: Tensor, k: Tensor, *, positions: Tensor | None = None,
         key_positions: Tensor | None = None, key_padding_mask: Tensor | None = None, key_shift: Tensor | None = None,

@@ -1,5 +1,5 @@
-"""Triton kernels for the hot paths of ``hedgehog.attention`` (CUDA only; the PyTorch code there is the
-fallback and the reference).
+"""Triton kernels for the hot paths of ``hedgehog.attention`` (CUDA only; the PyTorch code there is the fallback
+and the reference). A leaf: imports torch and triton only, no other hedgehog package.
 
 ``hedgehog.attention`` calls the three ``try_*`` functions below when the backend allows it and the inputs are
 on CUDA (see ``hedgehog.attention.backend``); each returns its result, or None for a case the kernels do not

@@ -1,5 +1,7 @@
-# Shared by experiments/gpu_batch_{a,b}.sh (sourced, not run): environment, the job-plan helper, pre-flight
-# checks and packing. Expects BATCH and TOTAL (seconds for the whole script) to be set by the caller.
+# Shared by the batch scripts (experiments/gpu_batch_*.sh, cpu_batch.sh; sourced, not run): environment, the
+# job-plan helper and the helpers for jobs several batches plan, pre-flight checks, running the plan through
+# experiments/batch_runner.py, and packing. Expects BATCH to be set by the caller, and TOTAL (seconds for the whole
+# script) before run_plan: set it, or give `preflight SMOKE_S GPU_S` (or `budget SMOKE_S GPU_S`) the two budgets.
 #
 # Environment (all optional here; on the GPU host OUT, HEDGEHOG_DATA_DIR, MINILM_DIR, SMOLLM2_GGUF are set):
 #   SMOKE=1            tiny CPU version of the batch (1-2 attention types per experiment, a few steps)
@@ -8,6 +10,8 @@
 #   WORKERS            parallel runs (default 8 on a GPU, 2 in SMOKE mode)
 #   SEED               seed of every run (default 0)
 #   PYTHON             interpreter (default python)
+# A caller may set LOGS before sourcing (the folder of the runs; default $WORK/$BATCH), and JOB_HISTORY before run_plan
+# (a JSONL file of every job that ended, kept over invocations: batch_runner.py --history).
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO" || exit 1
@@ -17,10 +21,10 @@ SEED=${SEED:-0}
 PY=${PYTHON:-$(command -v python || command -v python3)}
 OUT=${OUT:-/tmp/hedgehog_out/$BATCH}
 WORK=${WORK_DIR:-/tmp/hedgehog_work/$BATCH}
-LOGS=$WORK/$BATCH
+LOGS=${LOGS:-$WORK/$BATCH}
 JOBS=$LOGS/_jobs
 PLAN=$WORK/plan.txt
-mkdir -p "$OUT" "$JOBS"
+mkdir -p "$OUT" "$WORK" "$JOBS"
 : > "$PLAN"
 
 export HEDGEHOG_LOG_DIR=$LOGS
@@ -45,6 +49,9 @@ COMMON_NOSEED="trainer=$TRAINER logger=$LOGGER trainer.enable_progress_bar=false
 COMMON="$COMMON_NOSEED seed=$SEED"
 
 elapsed() { echo $(( $(date +%s) - T0 )); }
+# budget SMOKE_S GPU_S: TOTAL, the seconds the whole batch may take: TOTAL_BUDGET_S if set, else SMOKE_S with SMOKE=1
+# and GPU_S on the GPU
+budget() { if [ "$SMOKE" = 1 ]; then TOTAL=${TOTAL_BUDGET_S:-$1}; else TOTAL=${TOTAL_BUDGET_S:-$2}; fi; }
 say() { echo "[$BATCH $(elapsed)s] $*" | tee -a "$JOBS/batch.log"; }
 
 # job NAME TIMEOUT_S AFTER COMMAND...  -- one line of the plan (AFTER: comma-separated job names or -)
@@ -74,7 +81,60 @@ safe() { echo "+callbacks.deadline._target_=experiments.deadline_stop.DeadlineSt
 # keep_ckpt DIR: a run folder whose checkpoints the runner must not delete (removed again by the job itself)
 keep_ckpt() { echo "mkdir -p $1 && touch $1/.keep_checkpoints"; }
 
+# minilm_glue_recipe: the finetuned-conversion recipe of all-MiniLM-L6-v2 on GLUE (batches A, B, D). Sets MINILM (the
+# model folder: MINILM_DIR), TEACH (where teachers are exported), GLUE_SET (run overrides), GLUE_FT (teacher
+# finetuning steps), GLUE_DS and GLUE_FL (each linear arm's distillation and finetuning steps). Full: batch 64, the
+# teacher 400 steps, each arm 100 + 300 steps; SMOKE=1: 64 training examples, a few steps.
+minilm_glue_recipe() {
+    MINILM=${MINILM_DIR:-minilm}
+    TEACH=$WORK/teachers
+    if [ "$SMOKE" = 1 ]; then
+        GLUE_SET="model.name_or_path=$MINILM model.dtype=float32 data.max_train_samples=64 data.max_eval_samples=48 data.batch_size=8 data.eval_batch_size=16 trainer.val_check_interval=2 trainer.limit_val_batches=1"
+        GLUE_FT=3; GLUE_DS=2; GLUE_FL=2
+    else
+        GLUE_SET="model.name_or_path=$MINILM model.dtype=float32 data.batch_size=64 regime.finetune_lr=8e-5 regime.finetune_linear_lr=8e-5 trainer.val_check_interval=100 trainer.limit_val_batches=8 callbacks.model_checkpoint.every_n_train_steps=1000"
+        GLUE_FT=400; GLUE_DS=100; GLUE_FL=300
+    fi
+}
+
+# glue_teacher_job TASK TASK_NAME DIR: plan the softmax teacher of TASK (minilm_glue_recipe, timeout T_TEACH, stages
+# stopped by SAFE), finetuned in DIR (its run is also the softmax arm) and exported to $TEACH/TASK
+glue_teacher_job() {
+    local task=$1 family=$2 dir=$3
+    job teacher_$task $T_TEACH - "$(keep_ckpt "$dir") && { $PY run.py experiment=glue_minilm_softmax data=glue/$task task_name=$family hydra.run.dir=$dir $COMMON $GLUE_SET $SAFE regime.finetune_steps=$GLUE_FT; $PY experiments/export_teacher.py $dir $TEACH/$task --model-path $MINILM; } && rm -f $dir/.keep_checkpoints"
+}
+
+# glue_arm_job TASK ATTENTION: plan one linear attention on TASK from that task's teacher (after teacher_TASK,
+# timeout T_GLUE): distil, then finetune                                       -> $LOGS/glue/<task>_<attention>
+glue_arm_job() {
+    local task=$1 att=$2
+    job glue_${task}_$att $T_GLUE teacher_$task "$PY run.py experiment=glue_minilm_$att data=glue/$task task_name=glue hydra.run.dir=$LOGS/glue/${task}_$att $COMMON $GLUE_SET $SAFE regime.teacher_checkpoint=$TEACH/$task regime.distill_steps=$GLUE_DS regime.finetune_linear_steps=$GLUE_FL"
+}
+
+# minilm_analysis_job TIMEOUT_S: plan the attention analysis of all-MiniLM-L6-v2 (experiments/analysis_attention.py,
+# a longer distillation than the committed CPU run; SMOKE=1: a few steps)       -> $LOGS/analysis
+minilm_analysis_job() {
+    local args="--num-train 4096 --num-eval 256 --seq-len 128 --batch-size 32 --distill-steps 600"
+    [ "$SMOKE" = 1 ] && args="--num-train 32 --num-eval 8 --seq-len 64 --batch-size 8 --distill-steps 2 --maps elu,hedgehog,t2r"
+    job analysis_minilm_gpu $1 - "$PY experiments/analysis_attention.py --model minilm --model-path $MINILM --data-dir $DATA_DIR --out $LOGS/analysis --figures $LOGS/analysis/figures --tag minilm_gpu $args"
+}
+
+# efficiency_alone TIMEOUT_S ARGS...: experiments/efficiency.py ARGS, alone on the device before the plan runs, its
+# output in _jobs/efficiency.log; SKIP_EFFICIENCY=1 leaves it out
+efficiency_alone() {
+    [ -n "${SKIP_EFFICIENCY:-}" ] && return 0
+    local limit=$1
+    shift
+    say "efficiency (alone on the device, timeout ${limit}s)"
+    timeout -k 10 "$limit" $PY experiments/efficiency.py "$@" > "$JOBS/efficiency.log" 2>&1
+    say "efficiency exit $? ($(tail -n 1 "$JOBS/efficiency.log"))"
+}
+
+# preflight [SMOKE_S GPU_S]: with the two numbers, TOTAL first (budget); then the checks of the environment, the
+# packages, the device and the data, and the packer that writes a tarball every 2 minutes. Fails (status 1) with a
+# FATAL line when something the batch needs is missing.
 preflight() {
+    [ $# = 2 ] && budget "$1" "$2"
     say "repo $REPO, git $(git rev-parse --short HEAD 2>/dev/null || echo '?'), SMOKE=$SMOKE, workers $WORKERS, budget ${TOTAL}s"
     say "data $DATA_DIR, out $OUT, work $WORK"
     {
@@ -147,7 +207,7 @@ run_plan() {
     say "plan: $(grep -c . "$PLAN") jobs, runner budget ${left}s"
     cp "$PLAN" "$JOBS/plan.txt"
     $PY experiments/batch_runner.py run "$PLAN" --log-dir "$LOGS" --workers "$WORKERS" --budget "$left" \
-        --min-time "${MIN_TIME:-40}" ${ONLY:+--only "$ONLY"} 2>&1 | tee -a "$JOBS/batch.log"
+        --min-time "${MIN_TIME:-40}" ${ONLY:+--only "$ONLY"} ${JOB_HISTORY:+--history "$JOB_HISTORY"} 2>&1 | tee -a "$JOBS/batch.log"
 }
 
 finish() {

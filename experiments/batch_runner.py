@@ -16,7 +16,10 @@ batch of many runs does not fill the disk (``results.json``, CSV and W&B files s
 
 Every job's output goes to ``<log dir>/_jobs/<name>.log``; ``<log dir>/_jobs/summary.json`` and
 ``summary.log`` say, per job, its status (ok, failed, timeout, blocked, no-time), exit code and seconds, and
-are rewritten as jobs end. ``pack`` makes the tarball of everything worth keeping (no checkpoints, no weights)::
+are rewritten as jobs end. With ``--history FILE`` every job that ends is also appended to FILE (one JSON object a
+line), and the summary lists the jobs that other runs appended there before this run's: several runs into one log
+folder (one after another, or at once) keep one summary of all their jobs. ``pack`` makes the tarball of
+everything worth keeping (no checkpoints, no weights)::
 
     python experiments/batch_runner.py run plan.txt --log-dir logs/batch_a --workers 8 --budget 480
     python experiments/batch_runner.py pack --log-dir logs/batch_a --out $OUT/batch_a.tar.gz
@@ -94,13 +97,25 @@ def clean_checkpoints(log_dir: Path) -> int:
     return freed
 
 
-def write_summary(jobs: list[Job], jobs_dir: Path, t0: float, budget: float) -> None:
-    rows = []
-    for j in jobs:
-        secs = None if j.started is None else round((j.ended or time.time()) - j.started, 1)
-        rows.append({"name": j.name, "status": j.status, "returncode": j.returncode, "seconds": secs,
-                     "started_at_s": None if j.started is None else round(j.started - t0, 1),
-                     "timeout_s": j.timeout, "after": j.after, "command": j.command})
+def job_record(job: Job, t0: float) -> dict:
+    """One job as ``summary.json`` lists it: status, exit code, seconds run, start (seconds after t0), command."""
+    secs = None if job.started is None else round((job.ended or time.time()) - job.started, 1)
+    return {"name": job.name, "status": job.status, "returncode": job.returncode, "seconds": secs,
+            "started_at_s": None if job.started is None else round(job.started - t0, 1),
+            "timeout_s": job.timeout, "after": job.after, "command": job.command}
+
+
+def read_history(path: Path | None, run_id: str) -> list[dict]:
+    """The job records that other runs appended to the history file ``path`` (JSON lines); [] without one."""
+    if path is None or not path.is_file():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in records if r.get("run") != run_id]
+
+
+def write_summary(jobs: list[Job], jobs_dir: Path, t0: float, budget: float, earlier: list[dict] = ()) -> None:
+    """``summary.json`` and ``summary.log``: the ``earlier`` records (other runs' jobs), then this run's jobs."""
+    rows = [*earlier, *(job_record(j, t0) for j in jobs)]
     (jobs_dir / "summary.json").write_text(json.dumps({"budget_s": budget, "elapsed_s": round(time.time() - t0, 1),
                                                        "jobs": rows}, indent=1))
     lines = [f"{r['status']:8s} {str(r['seconds']):>7s}s  {r['name']}" for r in rows]
@@ -129,14 +144,27 @@ def run(args: argparse.Namespace) -> int:
     end = t0 + args.budget
     by_name = {j.name: j for j in jobs}
     last_report = 0.0
+    history = Path(args.history).resolve() if args.history else None
+    run_id = f"{os.getpid()}@{t0:.3f}"
     print(f"[runner] {len(jobs)} jobs, {args.workers} workers, budget {args.budget:.0f} s", flush=True)
 
+    def summarize() -> None:
+        write_summary(jobs, jobs_dir, t0, args.budget, read_history(history, run_id))
+
+    def settle(job: Job, status: str) -> None:
+        """Give ``job`` its final status; with a history file, append its record there."""
+        job.status = status
+        if history is not None:
+            with history.open("a") as fh:
+                fh.write(json.dumps({**job_record(job, t0), "run": run_id}) + "\n")
+        summarize()
+
     def finish(job: Job, status: str) -> None:
-        job.status, job.ended = status, time.time()
+        job.ended = time.time()
         freed = clean_checkpoints(log_dir)
         print(f"[runner] {time.time() - t0:6.0f}s  {status:8s} {job.name} ({job.ended - job.started:.0f} s)"
               + (f", freed {freed / 2**20:.0f} MiB of checkpoints" if freed else ""), flush=True)
-        write_summary(jobs, jobs_dir, t0, args.budget)
+        settle(job, status)
 
     while True:
         now = time.time()
@@ -157,8 +185,7 @@ def run(args: argparse.Namespace) -> int:
                 continue
             deps = [by_name[d] for d in j.after]
             if any(d.status in ("failed", "timeout", "blocked", "no-time") for d in deps):
-                j.status = "blocked"
-                write_summary(jobs, jobs_dir, t0, args.budget)
+                settle(j, "blocked")
         running = [j for j in jobs if j.status == "running"]
         for j in jobs:
             if len(running) >= args.workers:
@@ -167,8 +194,7 @@ def run(args: argparse.Namespace) -> int:
                 continue
             left = end - time.time()
             if left < args.min_time:
-                j.status = "no-time"
-                write_summary(jobs, jobs_dir, t0, args.budget)
+                settle(j, "no-time")
                 continue
             j.started = time.time()
             j.deadline = j.started + min(j.timeout, left)
@@ -181,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
             j.status = "running"
             running.append(j)
             print(f"[runner] {j.started - t0:6.0f}s  start    {j.name} (timeout {j.deadline - j.started:.0f} s)", flush=True)
-            write_summary(jobs, jobs_dir, t0, args.budget)
+            summarize()
         if not any(j.status in ("pending", "running") for j in jobs):
             break
         if time.time() - last_report > 30:
@@ -189,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
             counts = {s: sum(j.status == s for j in jobs) for s in ("running", "pending", "ok", "failed", "timeout")}
             print(f"[runner] {time.time() - t0:6.0f}s  " + ", ".join(f"{k} {v}" for k, v in counts.items()), flush=True)
         time.sleep(0.5)
-    write_summary(jobs, jobs_dir, t0, args.budget)
+    summarize()
     counts = {}
     for j in jobs:
         counts[j.status] = counts.get(j.status, 0) + 1
@@ -297,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--min-time", type=float, default=45, help="do not start a job with less time than this left")
     r.add_argument("--only", default=None, help="comma-separated job names to run (the rest are ignored)")
     r.add_argument("--cwd", default=None)
+    r.add_argument("--history", default=None,
+                   help="a JSONL file every finished job is appended to; summary.json then also lists the jobs that "
+                        "earlier runs appended there")
     p = sub.add_parser("pack", help="tar.gz the results of a log dir (no checkpoints)")
     p.add_argument("--log-dir", required=True)
     p.add_argument("--out", required=True)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The reproduction experiments at CPU scale: one batch of run.py jobs, one after another, for a 2-core machine
-# without a GPU (about 90 minutes). Same experiment configs as the GPU batches, much smaller budgets:
+# The reproduction experiments at CPU scale: one batch of run.py jobs for a 2-core machine without a GPU (about 90
+# minutes), run one after another by experiments/batch_runner.py. Same experiment configs as the GPU batches, much
+# smaller budgets:
 #
 #   (4) finetuned-conversion of all-MiniLM-L6-v2 on GLUE (SST-2 unless GLUE_TASKS says more): the softmax
 #       teacher once per task, then every linear attention from it (distil, then finetune) -> $LOGS/glue/<task>_<attention>
@@ -16,43 +17,31 @@
 #   LOGS=/tmp/cpu_runs/cpu_$(date +%F) bash experiments/cpu_batch.sh
 #   python experiments/collect.py $LOGS          # tables and figures into experiments/results, experiments/figures
 #
-# Every job is a plain run.py command (seed 0); rerunning the script skips finished runs (their results.json is
-# complete) and resumes unfinished ones from their last checkpoint. ONLY="glue wikitext" runs some parts only;
+# Every job is a plain run.py command (seed 0) with a timeout; a job comes after the jobs whose output it reads (a
+# GLUE arm after its task's teacher). Rerunning the script skips finished runs (their results.json is complete) and
+# resumes unfinished ones from their last checkpoint. ONLY="glue wikitext" runs some parts only;
 # ONLY=glue GLUE_TASKS="cola mrpc stsb rte qnli" GLUE_TYPES="hedgehog t2r elu performer cosformer" adds GLUE tasks.
+# WORKERS=2 runs two jobs at a time (the cores shared between them). The plan is $LOGS/_jobs/plan.txt, each job's
+# output $LOGS/_jobs/<job>.log; $LOGS/_jobs/jobs.jsonl gets every job that ended (every invocation appends) and
+# summary.json lists them all, as collect.py reads it. The runner deletes the checkpoints of finished runs (a run
+# that later jobs continue from keeps them while it must). PY names the interpreter (default python).
 set -uo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+BATCH=cpu
 LOGS=${LOGS:-/tmp/cpu_runs/cpu_$(date +%F)}
-ONLY=${ONLY:-"glue ablation_glue wikitext_smollm2 wikitext cpu_mqar ablation_mqar"}
-PY=${PY:-python}
-JOBS=$LOGS/_jobs
-mkdir -p "$JOBS"
+SECTIONS=${ONLY:-"glue ablation_glue wikitext_smollm2 wikitext cpu_mqar ablation_mqar"}
+ONLY=""                      # sections here, not the runner's job names
+PYTHON=${PY:-python}
+WORKERS=${WORKERS:-1}
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( $(nproc) / WORKERS > 0 ? $(nproc) / WORKERS : 1 ))}   # threads per job
+MKL_NUM_THREADS=${MKL_NUM_THREADS:-$OMP_NUM_THREADS}
+source "$(dirname "${BASH_SOURCE[0]}")/batch_common.sh"
+TOTAL=${TOTAL_BUDGET_S:-604800}   # a week: no limit in practice, each job has its own timeout
+JOB_HISTORY=$JOBS/jobs.jsonl
 COMMON="trainer=cpu logger=many trainer.enable_progress_bar=false trainer.num_sanity_val_steps=0 trainer.log_every_n_steps=10 seed=0"
-T0=$(date +%s)
-say() { echo "[cpu $(( $(date +%s) - T0 ))s] $*" | tee -a "$JOBS/batch.log"; }
-wanted() { [[ " $ONLY " == *" $1 "* ]]; }
-job() {   # job NAME TIMEOUT COMMAND: run it, log it, record its status
-    local name=$1 limit=$2 cmd=$3 start rc
-    start=$(date +%s)
-    say "start $name"
-    timeout -k 10 "$limit" bash -c "$cmd" > "$JOBS/$name.log" 2>&1
-    rc=$?
-    say "end   $name rc=$rc $(( $(date +%s) - start ))s"
-    # one line per job in jobs.jsonl (every invocation appends), and summary.json as collect.py reads it
-    $PY - "$JOBS" "$name" "$rc" "$(( $(date +%s) - start ))" "$cmd" <<'PYEOF'
-import json, sys
-jobs, name, rc, seconds, cmd = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-status = "ok" if rc == 0 else "timeout" if rc == 124 else "failed"
-with open(f"{jobs}/jobs.jsonl", "a") as fh:
-    fh.write(json.dumps({"name": name, "status": status, "seconds": seconds, "returncode": rc, "command": cmd}) + "\n")
-with open(f"{jobs}/jobs.jsonl") as fh:
-    records = [json.loads(line) for line in fh]
-with open(f"{jobs}/summary.json", "w") as fh:
-    json.dump({"jobs": records}, fh, indent=1)
-PYEOF
-}
+wanted() { [[ " $SECTIONS " == *" $1 "* ]]; }
 say "git $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores, torch $($PY -c 'import torch; print(torch.__version__)')"
 
-# A section can be run by a second invocation in parallel (ONLY=wikitext); the first to reach it claims it.
+# A section is planned by one invocation at a time: the first to plan it claims it while its jobs run.
 claim() { local f=$LOGS/$1.claimed; if [ -e "$f" ] && [ "$(cat "$f")" != $$ ] && kill -0 "$(cat "$f")" 2>/dev/null; then say "skip $1: claimed by process $(cat "$f")"; return 1; fi; echo $$ > "$f"; }
 
 # --- (4) + (7) GLUE, all-MiniLM-L6-v2 ----------------------------------------------------------------------------
@@ -67,20 +56,22 @@ if wanted glue; then
     for task in $GLUE_TASKS; do
         claim glue_$task || continue
         d=$LOGS/glue/${task}_softmax
-        job teacher_$task 2400 "mkdir -p $d && touch $d/.keep_checkpoints && $PY run.py experiment=glue_minilm_softmax data=glue/$task task_name=glue hydra.run.dir=$d $COMMON $GLUE_SET regime.finetune_steps=$FT && $PY experiments/export_teacher.py $d $LOGS/teachers/$task --model-path minilm"
+        job teacher_$task 2400 - "mkdir -p $d && touch $d/.keep_checkpoints && $PY run.py experiment=glue_minilm_softmax data=glue/$task task_name=glue hydra.run.dir=$d $COMMON $GLUE_SET regime.finetune_steps=$FT && $PY experiments/export_teacher.py $d $LOGS/teachers/$task --model-path minilm"
         for att in $GLUE_TYPES; do
-            job glue_${task}_$att 1800 "$PY run.py experiment=glue_minilm_$att data=glue/$task task_name=glue hydra.run.dir=$LOGS/glue/${task}_$att $COMMON $GLUE_SET regime.teacher_checkpoint=$LOGS/teachers/$task regime.distill_steps=$DS regime.finetune_linear_steps=$FL"
+            job glue_${task}_$att 1800 teacher_$task "$PY run.py experiment=glue_minilm_$att data=glue/$task task_name=glue hydra.run.dir=$LOGS/glue/${task}_$att $COMMON $GLUE_SET regime.teacher_checkpoint=$LOGS/teachers/$task regime.distill_steps=$DS regime.finetune_linear_steps=$FL"
         done
     done
 fi
 if wanted ablation_glue; then
+    after=-   # the SST-2 teacher, if this plan trains it
+    grep -q "^teacher_sst2 " "$PLAN" && after=teacher_sst2
     ARM="experiment=glue_minilm_hedgehog data=glue/sst2 task_name=ablation_glue $COMMON $GLUE_SET regime.teacher_checkpoint=$TEACHER regime.distill_steps=$DS regime.finetune_linear_steps=$FL"
     A=$LOGS/ablation_glue
-    job abl_glue_no_distill 1800 "$PY run.py $ARM hydra.run.dir=$A/no_distill regime.distill_steps=0"
-    job abl_glue_distill_mse 1800 "$PY run.py ${ARM/experiment=glue_minilm_hedgehog/experiment=ablation_glue_distill_mse} hydra.run.dir=$A/distill_mse"
-    job abl_glue_activation_softmax 1800 "$PY run.py $ARM hydra.run.dir=$A/activation_softmax attention.options.activation=softmax"
-    job abl_glue_init_random 1800 "$PY run.py $ARM hydra.run.dir=$A/init_random attention.options.init=random"
-    job abl_glue_feature_dim_16 1800 "$PY run.py $ARM hydra.run.dir=$A/feature_dim_16 attention.options.feature_dim=16"
+    job abl_glue_no_distill 1800 $after "$PY run.py $ARM hydra.run.dir=$A/no_distill regime.distill_steps=0"
+    job abl_glue_distill_mse 1800 $after "$PY run.py ${ARM/experiment=glue_minilm_hedgehog/experiment=ablation_glue_distill_mse} hydra.run.dir=$A/distill_mse"
+    job abl_glue_activation_softmax 1800 $after "$PY run.py $ARM hydra.run.dir=$A/activation_softmax attention.options.activation=softmax"
+    job abl_glue_init_random 1800 $after "$PY run.py $ARM hydra.run.dir=$A/init_random attention.options.init=random"
+    job abl_glue_feature_dim_16 1800 $after "$PY run.py $ARM hydra.run.dir=$A/feature_dim_16 attention.options.feature_dim=16"
 fi
 
 # --- (5) SmolLM2-135M on WikiText-2 --------------------------------------------------------------------------
@@ -88,12 +79,12 @@ WT_SET="data.seq_len=256 data.batch_size=2 data.eval_batch_size=4 data.max_eval_
 SDS=40; SFS=40
 if wanted wikitext_smollm2; then
     W=$LOGS/wikitext_smollm2
-    job wikitext_smollm2_zeroshot 1200 "$PY run.py experiment=wikitext_smollm2_zeroshot task_name=wikitext_smollm2 hydra.run.dir=$W/softmax_zeroshot $COMMON $WT_SET"
+    job wikitext_smollm2_zeroshot 1200 - "$PY run.py experiment=wikitext_smollm2_zeroshot task_name=wikitext_smollm2 hydra.run.dir=$W/softmax_zeroshot $COMMON $WT_SET"
     for att in hedgehog t2r elu; do
         d=$W/${att}_distilled; f=$W/${att}_lora
-        job wikitext_smollm2_$att 2400 "mkdir -p $d && touch $d/.keep_checkpoints && $PY run.py experiment=wikitext_smollm2_$att task_name=wikitext_smollm2 hydra.run.dir=$d $COMMON $WT_SET regime.distill_steps=$SDS regime.finetune_steps=0 && mkdir -p $f/checkpoints && { [ ! -d $d/checkpoints/distill ] || cp -r $d/checkpoints/distill $f/checkpoints/; } && rm -f $d/.keep_checkpoints && $PY run.py experiment=wikitext_smollm2_$att task_name=wikitext_smollm2 hydra.run.dir=$f $COMMON $WT_SET regime.distill_steps=$SDS regime.finetune_steps=$SFS"
+        job wikitext_smollm2_$att 2400 - "mkdir -p $d && touch $d/.keep_checkpoints && $PY run.py experiment=wikitext_smollm2_$att task_name=wikitext_smollm2 hydra.run.dir=$d $COMMON $WT_SET regime.distill_steps=$SDS regime.finetune_steps=0 && mkdir -p $f/checkpoints && { [ ! -d $d/checkpoints/distill ] || cp -r $d/checkpoints/distill $f/checkpoints/; } && rm -f $d/.keep_checkpoints && $PY run.py experiment=wikitext_smollm2_$att task_name=wikitext_smollm2 hydra.run.dir=$f $COMMON $WT_SET regime.distill_steps=$SDS regime.finetune_steps=$SFS"
     done
-    job wikitext_smollm2_softmax 1800 "$PY run.py experiment=wikitext_smollm2_softmax task_name=wikitext_smollm2 hydra.run.dir=$W/softmax_lora $COMMON $WT_SET regime.finetune_steps=$SFS"
+    job wikitext_smollm2_softmax 1800 - "$PY run.py experiment=wikitext_smollm2_softmax task_name=wikitext_smollm2 hydra.run.dir=$W/softmax_lora $COMMON $WT_SET regime.finetune_steps=$SFS"
 fi
 
 # --- (3) train from scratch on WikiText-2 ----------------------------------------------------------------------
@@ -101,9 +92,9 @@ WIKI_SET="model.d_model=128 model.n_layers=2 model.n_heads=2 data.seq_len=128 da
 if wanted wikitext && claim wikitext; then
     # Taylor last, with a shorter limit: its 1 + 64 + 64^2 = 4161 features per head are slow on a CPU
     for att in softmax hedgehog elu performer cosformer t2r; do
-        job wikitext_$att 1200 "$PY run.py experiment=wikitext_gpt_$att task_name=wikitext hydra.run.dir=$LOGS/wikitext/$att $COMMON $WIKI_SET"
+        job wikitext_$att 1200 - "$PY run.py experiment=wikitext_gpt_$att task_name=wikitext hydra.run.dir=$LOGS/wikitext/$att $COMMON $WIKI_SET"
     done
-    job wikitext_taylor 600 "$PY run.py experiment=wikitext_gpt_taylor task_name=wikitext hydra.run.dir=$LOGS/wikitext/taylor $COMMON $WIKI_SET"
+    job wikitext_taylor 600 - "$PY run.py experiment=wikitext_gpt_taylor task_name=wikitext hydra.run.dir=$LOGS/wikitext/taylor $COMMON $WIKI_SET"
 fi
 
 # --- (1) + (7) MQAR ----------------------------------------------------------------------------------------------
@@ -112,13 +103,14 @@ fi
 MQAR_SET="data.num_train=20000 regime.lr=3e-3 regime.weight_decay=0.1 trainer.max_steps=600 trainer.val_check_interval=100"
 if wanted cpu_mqar && claim cpu_mqar; then
     for att in softmax hedgehog taylor elu performer cosformer t2r; do
-        job mqar_$att 900 "$PY run.py experiment=mqar_$att task_name=cpu_mqar hydra.run.dir=$LOGS/cpu_mqar/$att $COMMON $MQAR_SET"
+        job mqar_$att 900 - "$PY run.py experiment=mqar_$att task_name=cpu_mqar hydra.run.dir=$LOGS/cpu_mqar/$att $COMMON $MQAR_SET"
     done
 fi
 if wanted ablation_mqar && claim ablation_mqar; then
     A=$LOGS/ablation_mqar
-    job abl_mqar_feature_dim 1800 "$PY run.py -m experiment=mqar_hedgehog task_name=ablation_mqar hydra.sweep.dir=$A/feature_dim $COMMON $MQAR_SET attention.options.feature_dim=8,64"
-    job abl_mqar_activation 900 "$PY run.py experiment=mqar_hedgehog task_name=ablation_mqar hydra.run.dir=$A/activation_softmax $COMMON $MQAR_SET attention.options.activation=softmax"
-    job abl_mqar_init 900 "$PY run.py experiment=mqar_hedgehog task_name=ablation_mqar hydra.run.dir=$A/init_random $COMMON $MQAR_SET attention.options.init=random"
+    job abl_mqar_feature_dim 1800 - "$PY run.py -m experiment=mqar_hedgehog task_name=ablation_mqar hydra.sweep.dir=$A/feature_dim $COMMON $MQAR_SET attention.options.feature_dim=8,64"
+    job abl_mqar_activation 900 - "$PY run.py experiment=mqar_hedgehog task_name=ablation_mqar hydra.run.dir=$A/activation_softmax $COMMON $MQAR_SET attention.options.activation=softmax"
+    job abl_mqar_init 900 - "$PY run.py experiment=mqar_hedgehog task_name=ablation_mqar hydra.run.dir=$A/init_random $COMMON $MQAR_SET attention.options.init=random"
 fi
+run_plan 0
 say "done"

@@ -18,23 +18,15 @@
 # Sizes below were chosen to fit: per-run estimates are in experiments/REPORT.md ("Budgets").
 set -uo pipefail
 BATCH=batch_a
-T0=$(date +%s)
-SMOKE=${SMOKE:-0}
-if [ "$SMOKE" = 1 ]; then TOTAL=${TOTAL_BUDGET_S:-1500}; else TOTAL=${TOTAL_BUDGET_S:-525}; fi
 source "$(dirname "${BASH_SOURCE[0]}")/batch_common.sh"
-MINILM=${MINILM_DIR:-minilm}
-TEACH=$WORK/teachers
-
-preflight || { finish; exit 1; }
+preflight 1500 525 || { finish; exit 1; }   # budget: 1500 s with SMOKE=1, 525 s on the GPU
+minilm_glue_recipe
 
 if [ "$SMOKE" = 1 ]; then
     MQAR_TYPES="softmax hedgehog"; WIKI_TYPES="hedgehog"; GLUE_TYPES="hedgehog elu"; TASKS="stsb"
     MQAR_SET="data.vocab_size=64 data.seq_len=32 data.num_kv_pairs=4 data.num_train=256 data.num_val=32 data.num_test=32 data.batch_size=16 model.d_model=32 model.n_heads=2 trainer.max_steps=3 trainer.val_check_interval=2 regime.warmup_steps=1"
     MQAR_ABL="attention.options.feature_dim=8,16"
     WIKI_SET="model.d_model=32 model.n_layers=1 model.n_heads=2 data.seq_len=32 data.batch_size=4 trainer.max_steps=3 trainer.val_check_interval=2 trainer.limit_val_batches=2 trainer.limit_test_batches=2 regime.warmup_steps=1"
-    GLUE_SET="model.name_or_path=$MINILM model.dtype=float32 data.max_train_samples=64 data.max_eval_samples=48 data.batch_size=8 data.eval_batch_size=16 trainer.val_check_interval=2 trainer.limit_val_batches=1"
-    FT=3; DS=2; FL=2
-    AN_ARGS="--num-train 32 --num-eval 8 --seq-len 64 --batch-size 8 --distill-steps 2 --maps elu,hedgehog,t2r"
     T_MQAR=600; T_WIKI=600; T_TEACH=900; T_GLUE=900; T_ABL=900; T_AN=900
 else
     MQAR_TYPES="softmax hedgehog taylor elu performer cosformer t2r"
@@ -48,28 +40,18 @@ else
     MQAR_ABL="attention.options.feature_dim=16,32,128"
     # WikiText-2 (word level, trained on the valid split, tested on the test split), gpt_small, ~10 epochs.
     WIKI_SET="data.batch_size=32 regime.lr=1e-3 regime.warmup_steps=50 trainer.max_steps=250 trainer.val_check_interval=125 trainer.limit_val_batches=10"
-    # MiniLM on GLUE: batch 64; teacher 400 steps; each linear arm distils 100 steps then finetunes 300.
-    GLUE_SET="model.name_or_path=$MINILM model.dtype=float32 data.batch_size=64 regime.finetune_lr=8e-5 regime.finetune_linear_lr=8e-5 trainer.val_check_interval=100 trainer.limit_val_batches=8 callbacks.model_checkpoint.every_n_train_steps=1000"
-    FT=400; DS=100; FL=300
-    AN_ARGS="--num-train 4096 --num-eval 256 --seq-len 128 --batch-size 32 --distill-steps 600"
+    # MiniLM on GLUE: minilm_glue_recipe (batch_common.sh)
     T_MQAR=240; T_WIKI=200; T_TEACH=200; T_GLUE=220; T_ABL=420; T_AN=180
 fi
 SAFE=$(safe 30)   # every training stage stops 30 s before its job's deadline (test + results still happen)
 
 # --- the plan, highest priority first ------------------------------------------------------------------------
-for task in $TASKS; do   # (4) softmax teachers: finetune once, export for the linear arms
-    dir=$LOGS/glue/${task}_softmax
-    job teacher_$task $T_TEACH - "$(keep_ckpt "$dir") && { $PY run.py experiment=glue_minilm_softmax data=glue/$task task_name=glue hydra.run.dir=$dir $COMMON $GLUE_SET $SAFE regime.finetune_steps=$FT; $PY experiments/export_teacher.py $dir $TEACH/$task --model-path $MINILM; } && rm -f $dir/.keep_checkpoints"
-done
+for task in $TASKS; do glue_teacher_job $task glue $LOGS/glue/${task}_softmax; done   # (4) softmax teachers
 for att in $MQAR_TYPES; do   # (1)
     job mqar_$att $T_MQAR - "$PY run.py experiment=mqar_$att task_name=mqar hydra.run.dir=$LOGS/mqar/$att $COMMON $MQAR_SET $SAFE"
 done
-glue_arm() {   # (4) one linear attention on one task, from that task's teacher
-    local task=$1 att=$2
-    job glue_${task}_$att $T_GLUE teacher_$task "$PY run.py experiment=glue_minilm_$att data=glue/$task task_name=glue hydra.run.dir=$LOGS/glue/${task}_$att $COMMON $GLUE_SET $SAFE regime.teacher_checkpoint=$TEACH/$task regime.distill_steps=$DS regime.finetune_linear_steps=$FL"
-}
-set -- $GLUE_TYPES
-for att in "${@:1:3}"; do for task in $TASKS; do glue_arm $task $att; done; done
+set -- $GLUE_TYPES   # (4) the linear arms from the teachers: the first three attention types now, the rest later
+for att in "${@:1:3}"; do for task in $TASKS; do glue_arm_job $task $att; done; done
 for att in $WIKI_TYPES; do   # (3)
     job wikitext_$att $T_WIKI - "$PY run.py experiment=wikitext_gpt_$att task_name=wikitext hydra.run.dir=$LOGS/wikitext/$att $COMMON $WIKI_SET $SAFE"
 done
@@ -77,9 +59,8 @@ done
 job abl_mqar_feature_dim $T_ABL - "$PY run.py -m experiment=mqar_hedgehog task_name=ablation_mqar hydra.sweep.dir=$LOGS/ablation_mqar/feature_dim $COMMON $MQAR_SET $SAFE $MQAR_ABL"
 job abl_mqar_activation $T_MQAR - "$PY run.py -m experiment=mqar_hedgehog task_name=ablation_mqar hydra.sweep.dir=$LOGS/ablation_mqar/activation $COMMON $MQAR_SET $SAFE attention.options.activation=softmax"
 job abl_mqar_init $T_MQAR - "$PY run.py -m experiment=mqar_hedgehog task_name=ablation_mqar hydra.sweep.dir=$LOGS/ablation_mqar/init $COMMON $MQAR_SET $SAFE attention.options.init=random"
-for att in "${@:4}"; do for task in $TASKS; do glue_arm $task $att; done; done
-# (2) filler: the MiniLM attention analysis again, with a longer distillation than the committed CPU run
-job analysis_minilm_gpu $T_AN - "$PY experiments/analysis_attention.py --model minilm --model-path $MINILM --data-dir $DATA_DIR --out $LOGS/analysis --figures $LOGS/analysis/figures --tag minilm_gpu $AN_ARGS"
+for att in "${@:4}"; do for task in $TASKS; do glue_arm_job $task $att; done; done
+minilm_analysis_job $T_AN   # (2) filler: the MiniLM attention analysis again
 
 run_plan 35
 finish

@@ -22,16 +22,12 @@
 #   SMOKE=1 bash experiments/gpu_batch_b.sh                                                   # CPU check, tiny
 set -uo pipefail
 BATCH=batch_b
-T0=$(date +%s)
-SMOKE=${SMOKE:-0}
-if [ "$SMOKE" = 1 ]; then TOTAL=${TOTAL_BUDGET_S:-1500}; else TOTAL=${TOTAL_BUDGET_S:-525}; fi
 source "$(dirname "${BASH_SOURCE[0]}")/batch_common.sh"
-MINILM=${MINILM_DIR:-minilm}
+minilm_glue_recipe
 SMOL=${SMOLLM2_GGUF:-smollm2}
-TEACH=$WORK/teachers
 GLUE_ARMS_B=${GLUE_ARMS_B:-}
 
-preflight || { finish; exit 1; }
+preflight 1500 525 || { finish; exit 1; }   # budget: 1500 s with SMOKE=1, 525 s on the GPU
 if [ "$SMOL" != smollm2 ] && [ ! -f "$SMOL" ]; then say "FATAL: SMOLLM2_GGUF=$SMOL is not a file"; finish; exit 1; fi
 
 if [ "$SMOKE" = 1 ]; then
@@ -42,9 +38,7 @@ if [ "$SMOKE" = 1 ]; then
     DS=2; FS=2
     EFF_ARGS="--smoke"
     AN_ARGS="--num-train 4 --num-eval 2 --seq-len 64 --batch-size 2 --distill-steps 2 --maps elu,hedgehog,t2r"
-    GLUE_TASK=rte
-    GLUE_SET="model.name_or_path=$MINILM model.dtype=float32 data.max_train_samples=64 data.max_eval_samples=48 data.batch_size=8 data.eval_batch_size=16 trainer.val_check_interval=2 trainer.limit_val_batches=1"
-    FT=3; GDS=2; FL=2; FEAT="16"
+    GLUE_TASK=rte; FEAT="16"
     T_WT=900; T_SS=900; T_AN=900; T_EFF=600; T_TEACH=900; T_GLUE=900
 else
     LINEAR="hedgehog t2r elu"
@@ -56,9 +50,7 @@ else
     DS=150; FS=250
     EFF_ARGS="--seq-lens 1024,4096,16384 --tokens-per-batch 16384 --prompt-len 256 --new-tokens 256 --gen-batch 16"
     AN_ARGS="--num-train 256 --num-eval 16 --seq-len 256 --batch-size 8 --distill-steps 200"
-    GLUE_TASK=sst2
-    GLUE_SET="model.name_or_path=$MINILM model.dtype=float32 data.batch_size=64 regime.finetune_lr=8e-5 regime.finetune_linear_lr=8e-5 trainer.val_check_interval=100 trainer.limit_val_batches=8 callbacks.model_checkpoint.every_n_train_steps=1000"
-    FT=400; GDS=100; FL=300; FEAT="16,64"
+    GLUE_TASK=sst2; FEAT="16,64"   # MiniLM on GLUE: minilm_glue_recipe (batch_common.sh)
     T_WT=330; T_SS=300; T_AN=240; T_EFF=150; T_TEACH=200; T_GLUE=220
 fi
 SAFE=$(safe 30)      # training stops 30 s before the job's deadline (test + results still happen)
@@ -66,12 +58,7 @@ SAFE_SS=$(safe 75)   # SAMSum: generation on the test dialogues needs longer
 SAFE_FIRST=$(safe 150)  # the distill-only WikiText run leaves time for the LoRA run that follows it in the same job
 
 # --- (6) efficiency, alone on the device ---------------------------------------------------------------------
-if [ -z "${SKIP_EFFICIENCY:-}" ]; then
-    say "efficiency (alone on the device, timeout ${T_EFF}s)"
-    timeout -k 10 "$T_EFF" $PY experiments/efficiency.py --model-path "$SMOL" --out "$LOGS/efficiency" $EFF_ARGS \
-        > "$JOBS/efficiency.log" 2>&1
-    say "efficiency exit $? ($(tail -n 1 "$JOBS/efficiency.log"))"
-fi
+efficiency_alone "$T_EFF" --model-path "$SMOL" --out "$LOGS/efficiency" $EFF_ARGS
 
 # --- the plan, highest priority first ------------------------------------------------------------------------
 WT=$LOGS/wikitext_smollm2
@@ -91,9 +78,8 @@ job analysis_smollm2 $T_AN - "$PY experiments/analysis_attention.py --model smol
 
 # (7) GLUE ablations of Hedgehog on one task, all from one teacher finetuned here
 if [ -z "${SKIP_GLUE_ABLATIONS:-}" ]; then
-    dir=$LOGS/ablation_glue/teacher
-    job teacher_$GLUE_TASK $T_TEACH - "$(keep_ckpt "$dir") && { $PY run.py experiment=glue_minilm_softmax data=glue/$GLUE_TASK task_name=ablation_glue hydra.run.dir=$dir $COMMON $GLUE_SET $SAFE regime.finetune_steps=$FT; $PY experiments/export_teacher.py $dir $TEACH/$GLUE_TASK --model-path $MINILM; } && rm -f $dir/.keep_checkpoints"
-    G="experiment=glue_minilm_hedgehog data=glue/$GLUE_TASK task_name=ablation_glue $COMMON $GLUE_SET $SAFE regime.teacher_checkpoint=$TEACH/$GLUE_TASK regime.distill_steps=$GDS regime.finetune_linear_steps=$FL"
+    glue_teacher_job $GLUE_TASK ablation_glue $LOGS/ablation_glue/teacher
+    G="experiment=glue_minilm_hedgehog data=glue/$GLUE_TASK task_name=ablation_glue $COMMON $GLUE_SET $SAFE regime.teacher_checkpoint=$TEACH/$GLUE_TASK regime.distill_steps=$GLUE_DS regime.finetune_linear_steps=$GLUE_FL"
     A=$LOGS/ablation_glue
     job abl_glue_reference $T_GLUE teacher_$GLUE_TASK "$PY run.py $G hydra.run.dir=$A/reference"
     job abl_glue_no_distill $T_GLUE teacher_$GLUE_TASK "$PY run.py -m $G hydra.sweep.dir=$A/no_distill regime.distill_steps=0"
@@ -106,11 +92,8 @@ fi
 # Optional leftovers of batch A: GLUE_ARMS_B="qnli:taylor cola:cosformer" (each task gets its own teacher here)
 for arm in $GLUE_ARMS_B; do
     task=${arm%%:*}; att=${arm##*:}
-    if ! grep -q "^teacher_$task " "$PLAN"; then
-        dir=$LOGS/glue/${task}_softmax
-        job teacher_$task $T_TEACH - "$(keep_ckpt "$dir") && { $PY run.py experiment=glue_minilm_softmax data=glue/$task task_name=glue hydra.run.dir=$dir $COMMON $GLUE_SET $SAFE regime.finetune_steps=$FT; $PY experiments/export_teacher.py $dir $TEACH/$task --model-path $MINILM; } && rm -f $dir/.keep_checkpoints"
-    fi
-    job glue_${task}_$att $T_GLUE teacher_$task "$PY run.py experiment=glue_minilm_$att data=glue/$task task_name=glue hydra.run.dir=$LOGS/glue/${task}_$att $COMMON $GLUE_SET $SAFE regime.teacher_checkpoint=$TEACH/$task regime.distill_steps=$GDS regime.finetune_linear_steps=$FL"
+    grep -q "^teacher_$task " "$PLAN" || glue_teacher_job $task glue $LOGS/glue/${task}_softmax
+    glue_arm_job $task $att
 done
 
 run_plan 35

@@ -15,11 +15,8 @@
 #   SMOKE=1 bash experiments/gpu_batch_c.sh                                # CPU check, tiny
 set -uo pipefail
 BATCH=batch_c
-T0=$(date +%s)
-SMOKE=${SMOKE:-0}
-if [ "$SMOKE" = 1 ]; then TOTAL=${TOTAL_BUDGET_S:-1500}; else TOTAL=${TOTAL_BUDGET_S:-555}; fi
 source "$(dirname "${BASH_SOURCE[0]}")/batch_common.sh"
-preflight || { finish; exit 1; }
+preflight 1500 555 || { finish; exit 1; }   # budget: 1500 s with SMOKE=1, 555 s on the GPU
 
 if [ "$SMOKE" = 1 ]; then
     TYPES="softmax hedgehog"; WIKI_SEEDS="0"; MQAR_SEEDS="0 1"; ABL_SEEDS="0"
@@ -39,11 +36,7 @@ fi
 SAFE=$(safe 25)
 
 # --- (6) efficiency, alone on the device ---------------------------------------------------------------------
-if [ -z "${SKIP_EFFICIENCY:-}" ]; then
-    say "efficiency (alone on the device, timeout ${T_EFF}s)"
-    timeout -k 10 "$T_EFF" $PY experiments/efficiency.py --out "$LOGS/efficiency" $EFF_ARGS > "$JOBS/efficiency.log" 2>&1
-    say "efficiency exit $? ($(tail -n 1 "$JOBS/efficiency.log"))"
-fi
+efficiency_alone "$T_EFF" --out "$LOGS/efficiency" $EFF_ARGS
 
 # --- the plan, highest priority first ------------------------------------------------------------------------
 for seed in $WIKI_SEEDS; do   # (3)

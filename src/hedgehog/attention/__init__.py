@@ -1,5 +1,5 @@
-"""Attention maths of hedgehog: feature maps (Hedgehog and its rivals), linear and softmax attention in every
-form (quadratic weights, chunked causal / global, recurrent step), distillation loss and analysis metrics.
+"""Attention maths: feature maps and their registry, ``attend``, linear / softmax / hybrid attention in every form,
+distillation loss, analysis metrics. Imports no other hedgehog package (it loads ``hedgehog.kernels`` by name on CUDA).
 
 Pure PyTorch; the reference that ``hedgehog.kernels`` is tested against. Choose an attention type by name::
 

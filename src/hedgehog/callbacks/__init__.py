@@ -1,1 +1,2 @@
-"""Lightning callbacks of the framework (configured in ``conf/callbacks/``)."""
+"""Lightning callbacks of the framework (configured in ``conf/callbacks/``): the NaN guard.
+Part of the app: may import every other hedgehog package."""

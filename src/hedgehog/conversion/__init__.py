@@ -1,4 +1,5 @@
 """Conversion of pretrained Hugging Face Transformers to linear attention (Zhang et al., ICLR 2024, sec. 4-5).
+May import: ``hedgehog.attention`` (and transformers, peft).
 
 ``convert(model, attention="hedgehog", **options)`` swaps the attention of BERT, GPT-2, Llama and other
 models that route attention through transformers' ``AttentionInterface``; ``distillation`` / ``set_distillation``

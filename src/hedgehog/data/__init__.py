@@ -1,1 +1,2 @@
-"""DataModules (WikiText, MQAR, GLUE, SAMSum); each takes a hub name or a local path."""
+"""DataModules (MQAR, WikiText, GLUE, SAMSum, text, text mix) on one base, ``base.DataModuleBase``; files or the hub.
+May import: ``hedgehog.models`` (pretrained tokenizers), ``hedgehog.metrics``."""

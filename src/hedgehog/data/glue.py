@@ -23,15 +23,16 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
 
-from hedgehog.data.pretrained_tokenizer import pad_id, resolve_tokenizer
+from hedgehog.data.base import DataModuleBase, ListDataset
+from hedgehog.data.pretrained_tokenizer import PretrainedTokenizerMixin, pad_id
+from hedgehog.data.splits import held_out, train_validation_test
 from hedgehog.metrics.glue import glue_metric_names
 
 log = logging.getLogger(__name__)
@@ -160,25 +161,7 @@ def _load_hub(spec: GLUETask, hub_dataset: str) -> tuple[list[Example], list[Exa
     return examples(ds["train"]), examples(ds[spec.hub_validation_split])
 
 
-def _split(items: list, fraction: float, generator: torch.Generator) -> tuple[list, list]:
-    """Seeded split: returns ``(rest, held_out)`` with ``round(fraction * len)`` items held out (at least 1)."""
-    n_out = max(1, round(fraction * len(items))) if fraction > 0 else 0
-    perm = torch.randperm(len(items), generator=generator).tolist()
-    return [items[i] for i in perm[n_out:]], [items[i] for i in perm[:n_out]]
-
-
-class _EncodedDataset(Dataset):
-    def __init__(self, features: list[dict[str, Any]]):
-        self.features = features
-
-    def __len__(self) -> int:
-        return len(self.features)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.features[i]
-
-
-class GLUEDataModule(L.LightningDataModule):
+class GLUEDataModule(PretrainedTokenizerMixin, DataModuleBase):
     """One GLUE task, tokenised for a pretrained encoder.
 
     task: any spelling of cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte (or wnli).
@@ -206,26 +189,18 @@ class GLUEDataModule(L.LightningDataModule):
         num_workers: int = 0,
         hub_dataset: str = "nyu-mll/glue",
     ):
-        super().__init__()
+        super().__init__(batch_size, num_workers, eval_batch_size)
         self.spec = glue_task(task)
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         if not 0.0 < dev_test_fraction < 1.0:
             raise ValueError(f"dev_test_fraction must be in (0, 1), got {dev_test_fraction}")
         self.data_dir = Path(data_dir)
-        self._tokenizer_arg = tokenizer
-        self._tokenizer = None
+        self.keep_tokenizer(tokenizer)
         self.max_length = max_length
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.val_fraction = val_fraction
-        self.dev_test_fraction = dev_test_fraction
-        self.seed = seed
-        self.max_train_samples = max_train_samples
-        self.max_eval_samples = max_eval_samples
-        self.num_workers = num_workers
+        self.val_fraction, self.dev_test_fraction, self.seed = val_fraction, dev_test_fraction, seed
+        self.max_train_samples, self.max_eval_samples = max_train_samples, max_eval_samples
         self.hub_dataset = hub_dataset
-        self.splits: dict[str, _EncodedDataset] | None = None
         self.source: str | None = None  # "local", "local-dev-split" or "hub", set by setup()
 
     # --- what the model and regime need before setup -----------------------------------------------------
@@ -246,10 +221,9 @@ class GLUEDataModule(L.LightningDataModule):
         return glue_metric_names(self.spec.name)
 
     @property
-    def tokenizer(self):
-        if self._tokenizer is None:
-            self._tokenizer = resolve_tokenizer(self._tokenizer_arg)
-        return self._tokenizer
+    def splits(self) -> dict[str, ListDataset] | None:
+        """The encoded ``{"train", "validation", "test"}`` datasets (``self.datasets``); None before ``setup``."""
+        return self.datasets
 
     # --- data ---------------------------------------------------------------------------------------------
     def task_dir(self) -> Path:
@@ -272,7 +246,7 @@ class GLUEDataModule(L.LightningDataModule):
             self.source = "local"
         elif dev_file.is_file():
             dev = read_glue_tsv(dev_file, self.spec)
-            pool, test = _split(dev, self.dev_test_fraction, g)
+            pool, test = held_out(dev, self.dev_test_fraction, g)
             self.source = "local-dev-split"
             log.warning(
                 "GLUE %s: no %s, so the official dev split (%d rows) is split (seed %d) into test (%d) and "
@@ -289,12 +263,7 @@ class GLUEDataModule(L.LightningDataModule):
                     f"Put the task's TSVs in {folder} or set data_dir (env HEDGEHOG_DATA_DIR)."
                 ) from None
             self.source = "hub"
-        train, val = _split(pool, self.val_fraction, g)
-        if self.max_train_samples is not None:
-            train = train[: self.max_train_samples]
-        if self.max_eval_samples is not None:
-            val, test = val[: self.max_eval_samples], test[: self.max_eval_samples]
-        return {"train": train, "validation": val, "test": test}
+        return train_validation_test(pool, test, self.val_fraction, g, self.max_train_samples, self.max_eval_samples)
 
     def encode(self, examples: list[Example]) -> list[dict[str, Any]]:
         if not examples:
@@ -307,13 +276,13 @@ class GLUEDataModule(L.LightningDataModule):
         ]
 
     def setup(self, stage: str | None = None) -> None:
-        if self.splits is not None:  # run.py calls fit once per regime stage; encode once
+        if self.datasets is not None:  # run.py calls fit once per regime stage; encode once
             return
         raw = self.load_examples()
-        self.splits = {name: _EncodedDataset(self.encode(ex)) for name, ex in raw.items()}
+        self.datasets = {name: ListDataset(self.encode(ex)) for name, ex in raw.items()}
         log.info(
             "GLUE %s (%s): %s", self.spec.folder, self.source,
-            ", ".join(f"{k} {len(v)}" for k, v in self.splits.items()),
+            ", ".join(f"{k} {len(v)}" for k, v in self.datasets.items()),
         )
 
     def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -335,19 +304,6 @@ class GLUEDataModule(L.LightningDataModule):
             batch["token_type_ids"] = types
         return batch
 
-    def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
-        if self.splits is None:
-            self.setup()
-        return DataLoader(
-            self.splits[split], batch_size=batch_size, shuffle=shuffle, collate_fn=self.collate,
-            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True, self.batch_size)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("validation", False, self.eval_batch_size)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False, self.eval_batch_size)
+    def collate_fn(self, split: str) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:
+        """Every split is padded by ``collate``."""
+        return self.collate

@@ -17,10 +17,11 @@ independent of workers, processes and shuffling; train, val and test use differe
 
 from __future__ import annotations
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
+
+from hedgehog.data.base import DataModuleBase, check_loader_sizes
 
 IGNORE_INDEX = -100
 SPLITS = {"train": 0, "val": 1, "test": 2}
@@ -90,12 +91,15 @@ class MQARDataset(Dataset):
         return {"input_ids": torch.from_numpy(input_ids), "labels": torch.from_numpy(labels)}
 
 
-class MQARDataModule(L.LightningDataModule):
+class MQARDataModule(DataModuleBase):
     """MQAR train/val/test splits; batches ``{"input_ids": [B, seq_len], "labels": [B, seq_len]}``.
 
-    ``vocab_size`` is available right after construction (the model is built from it). ``val/acc`` of
-    ``CausalLMModule`` on this data is the recall accuracy over all queries.
+    The three datasets exist from construction on (examples are generated when read), and so does
+    ``vocab_size`` (the model is built from it). ``val/acc`` of ``CausalLMModule`` on this data is the recall
+    accuracy over all queries.
     """
+
+    split_names = ("train", "val", "test")
 
     def __init__(
         self,
@@ -110,40 +114,16 @@ class MQARDataModule(L.LightningDataModule):
         num_workers: int = 0,
         power_a: float = 0.01,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, num_workers)
         check_mqar_args(vocab_size, seq_len, num_kv_pairs, power_a)
-        for name, value in (
-            ("num_train", num_train), ("num_val", num_val), ("num_test", num_test), ("batch_size", batch_size)
-        ):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"MQARDataModule: {name} must be a positive int, got {value!r}")
-        if not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"MQARDataModule: num_workers must be an int >= 0, got {num_workers!r}")
+        check_loader_sizes(
+            "MQARDataModule", num_workers, num_train=num_train, num_val=num_val, num_test=num_test, batch_size=batch_size
+        )
         self.save_hyperparameters()
         self.vocab_size = vocab_size
         self.seq_len = seq_len
-        self.batch_size = batch_size
-        self.num_workers = num_workers
         sizes = {"train": num_train, "val": num_val, "test": num_test}
         self.datasets = {
             split: MQARDataset(n, vocab_size, seq_len, num_kv_pairs, seed, split, power_a)
             for split, n in sizes.items()
         }
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            self.datasets[split],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)

@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
 
-from hedgehog.data.pretrained_tokenizer import pad_id, resolve_tokenizer
+from hedgehog.data.base import DataModuleBase, ListDataset
+from hedgehog.data.pretrained_tokenizer import PretrainedVocabMixin, pad_id
+from hedgehog.data.splits import train_validation_test
 
 log = logging.getLogger(__name__)
 
@@ -68,18 +69,7 @@ def _load_hub(hub_dataset: str | list[str]) -> tuple[list[dict[str, str]], list[
     raise FileNotFoundError("; ".join(errors))
 
 
-class _ListDataset(Dataset):
-    def __init__(self, items: list[Any]):
-        self.items = items
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> Any:
-        return self.items[i]
-
-
-class SAMSumDataModule(L.LightningDataModule):
+class SAMSumDataModule(PretrainedVocabMixin, DataModuleBase):
     """SAMSum for a pretrained causal LM.
 
     data_dir: folder holding ``samsum/{train,test}.jsonl`` (the shared data root).
@@ -106,36 +96,23 @@ class SAMSumDataModule(L.LightningDataModule):
         num_workers: int = 0,
         hub_dataset: str | list[str] = ("knkarthick/samsum", "samsum"),
     ):
-        super().__init__()
+        super().__init__(batch_size, num_workers, eval_batch_size)
         if "{dialogue}" not in prompt_template:
             raise ValueError(f"prompt_template must contain '{{dialogue}}', got {prompt_template!r}")
         if max_new_tokens >= max_length:
             raise ValueError(f"max_new_tokens ({max_new_tokens}) must be below max_length ({max_length})")
         self.data_dir = Path(data_dir)
-        self._tokenizer_arg = tokenizer
-        self._tokenizer = None
-        self.max_length = max_length
-        self.max_new_tokens = max_new_tokens
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
+        self.keep_tokenizer(tokenizer)
+        self.max_length, self.max_new_tokens = max_length, max_new_tokens
         self.prompt_template = prompt_template
-        self.val_fraction = val_fraction
-        self.seed = seed
-        self.max_train_samples = max_train_samples
-        self.max_eval_samples = max_eval_samples
-        self.num_workers = num_workers
+        self.val_fraction, self.seed = val_fraction, seed
+        self.max_train_samples, self.max_eval_samples = max_train_samples, max_eval_samples
         self.hub_dataset = list(hub_dataset) if not isinstance(hub_dataset, str) else hub_dataset
-        self.splits: dict[str, _ListDataset] | None = None
 
     @property
-    def tokenizer(self):
-        if self._tokenizer is None:
-            self._tokenizer = resolve_tokenizer(self._tokenizer_arg)
-        return self._tokenizer
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.tokenizer)
+    def splits(self) -> dict[str, ListDataset] | None:
+        """The encoded ``{"train", "validation", "test"}`` datasets (``self.datasets``); None before ``setup``."""
+        return self.datasets
 
     # --- tokenisation -------------------------------------------------------------------------------------
     def leading_special_ids(self) -> list[int]:
@@ -191,26 +168,18 @@ class SAMSumDataModule(L.LightningDataModule):
                     f"files (id, dialogue, summary) in {folder} or set data_dir (env HEDGEHOG_DATA_DIR)."
                 ) from None
         g = torch.Generator().manual_seed(self.seed)
-        perm = torch.randperm(len(train), generator=g).tolist()
-        n_val = max(1, round(self.val_fraction * len(train))) if self.val_fraction > 0 else 0
-        val = [train[i] for i in perm[:n_val]]
-        train = [train[i] for i in perm[n_val:]]
-        if self.max_train_samples is not None:
-            train = train[: self.max_train_samples]
-        if self.max_eval_samples is not None:
-            val, test = val[: self.max_eval_samples], test[: self.max_eval_samples]
-        return {"train": train, "validation": val, "test": test}
+        return train_validation_test(train, test, self.val_fraction, g, self.max_train_samples, self.max_eval_samples)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.splits is not None:
+        if self.datasets is not None:
             return
         rows = self.load_rows()
-        self.splits = {
-            "train": _ListDataset([self.encode_train(r) for r in rows["train"]]),
-            "validation": _ListDataset([self.encode_train(r) for r in rows["validation"]]),
-            "test": _ListDataset([self.encode_eval(r) for r in rows["test"]]),
+        self.datasets = {
+            "train": ListDataset([self.encode_train(r) for r in rows["train"]]),
+            "validation": ListDataset([self.encode_train(r) for r in rows["validation"]]),
+            "test": ListDataset([self.encode_eval(r) for r in rows["test"]]),
         }
-        log.info("SAMSum: %s", ", ".join(f"{k} {len(v)}" for k, v in self.splits.items()))
+        log.info("SAMSum: %s", ", ".join(f"{k} {len(v)}" for k, v in self.datasets.items()))
 
     def collate_train(self, features: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
         """Right-pad inputs (pad id) and labels (-100)."""
@@ -241,19 +210,6 @@ class SAMSumDataModule(L.LightningDataModule):
             "ids": [f["id"] for f in features],
         }
 
-    def _loader(self, split: str, shuffle: bool, batch_size: int, collate) -> DataLoader:
-        if self.splits is None:
-            self.setup()
-        return DataLoader(
-            self.splits[split], batch_size=batch_size, shuffle=shuffle, collate_fn=collate,
-            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True, self.batch_size, self.collate_train)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("validation", False, self.eval_batch_size, self.collate_train)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False, self.eval_batch_size, self.collate_eval)
+    def collate_fn(self, split: str) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
+        """Training and validation batches: ``collate_train``; test batches (prompts): ``collate_eval``."""
+        return self.collate_eval if split == "test" else self.collate_train

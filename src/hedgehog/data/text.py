@@ -19,12 +19,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Subset
 
+from hedgehog.data.base import DataModuleBase
 from hedgehog.data.lm_blocks import LMBlockDataset
-from hedgehog.data.pretrained_tokenizer import resolve_tokenizer
+from hedgehog.data.pretrained_tokenizer import PretrainedVocabMixin
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def wikitext_detokenize(text: str) -> str:
     return text
 
 
-class TextLMDataModule(L.LightningDataModule):
+class TextLMDataModule(PretrainedVocabMixin, DataModuleBase):
     """Blocks ``{"input_ids": [B, seq_len], "labels": [B, seq_len]}`` of text under a pretrained tokenizer.
 
     tokenizer: a Hugging Face tokenizer, or a hub name / local folder / alias to load one.
@@ -71,26 +71,22 @@ class TextLMDataModule(L.LightningDataModule):
         hub_config: str = "wikitext-103-raw-v1",
         num_workers: int = 0,
     ):
-        super().__init__()
+        super().__init__(batch_size, num_workers, eval_batch_size)
         if not isinstance(seq_len, int) or seq_len < 2:
             raise ValueError(f"seq_len must be an int >= 2, got {seq_len!r}")
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-        self._tokenizer_arg = tokenizer
-        self._tokenizer = None
+        self.keep_tokenizer(tokenizer)
         if (train_file is None) != (test_file is None):
             raise ValueError("give both train_file and test_file (local text), or neither (load from the hub)")
         self.train_file = None if train_file is None else Path(train_file).expanduser()
         self.test_file = None if test_file is None else Path(test_file).expanduser()
         self.seq_len = seq_len
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
         self.val_fraction = val_fraction
         self.max_train_blocks = max_train_blocks
         self.max_eval_blocks = max_eval_blocks
         self.detokenize = detokenize
         self.hub_dataset, self.hub_config = hub_dataset, hub_config
-        self.num_workers = num_workers
         for path in (self.train_file, self.test_file):
             if path is not None and not path.is_file():
                 raise FileNotFoundError(
@@ -98,17 +94,6 @@ class TextLMDataModule(L.LightningDataModule):
                     f"or set data.train_file=null data.test_file=null to load {hub_dataset}/{hub_config} with "
                     f"datasets.load_dataset (needs network)."
                 )
-        self.datasets: dict[str, Any] | None = None
-
-    @property
-    def tokenizer(self):
-        if self._tokenizer is None:
-            self._tokenizer = resolve_tokenizer(self._tokenizer_arg)
-        return self._tokenizer
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.tokenizer)
 
     def texts(self) -> dict[str, str]:
         """``{"train", "test"}`` (local) or ``{"train", "validation", "test"}`` (hub) as single strings."""
@@ -147,18 +132,3 @@ class TextLMDataModule(L.LightningDataModule):
             k: Subset(d, range(min(len(d), caps[k]))) if caps[k] is not None else d for k, d in sets.items()
         }
         log.info("text LM blocks of %d: %s", self.seq_len, ", ".join(f"{k} {len(v)}" for k, v in self.datasets.items()))
-
-    def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
-        if self.datasets is None:
-            self.setup()
-        return DataLoader(self.datasets[split], batch_size=batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True, self.batch_size)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("validation", False, self.eval_batch_size)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False, self.eval_batch_size)

@@ -28,13 +28,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Subset
 
+from hedgehog.data.base import DataModuleBase
 from hedgehog.data.decontaminate import DEFAULT_N, evaluation_ngrams, overlaps
 from hedgehog.data.lm_blocks import LMBlockDataset
-from hedgehog.data.pretrained_tokenizer import pad_id, resolve_tokenizer
+from hedgehog.data.pretrained_tokenizer import PretrainedVocabMixin, pad_id
 from hedgehog.data.teacher_samples import TeacherSampling, prompt_pool, teacher_documents
 from hedgehog.data.text import wikitext_detokenize
 from hedgehog.data.text_sources import SOURCES, read_source, source_files
@@ -65,7 +65,7 @@ def evaluation_texts(path: Path) -> list[str]:
     return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-class TextMixDataModule(L.LightningDataModule):
+class TextMixDataModule(PretrainedVocabMixin, DataModuleBase):
     """Blocks ``{"input_ids": [B, seq_len], "labels": [B, seq_len]}`` of the mixed corpus; WikiText test as test.
 
     tokenizer: a Hugging Face tokenizer, or a hub name / folder / alias (``smollm2``).
@@ -77,7 +77,10 @@ class TextMixDataModule(L.LightningDataModule):
         13-word runs must not appear in training text.
     cache: the folder where the corpus and the teacher's shards are cached (made if missing).
     max_train_blocks / max_eval_blocks: caps for small runs (eval caps validation and test).
+    Training batches are all full (the last, incomplete batch of an epoch is dropped).
     """
+
+    drop_last_train = True
 
     def __init__(
         self,
@@ -99,7 +102,7 @@ class TextMixDataModule(L.LightningDataModule):
         ngram: int = DEFAULT_N,
         num_workers: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, num_workers, eval_batch_size)
         unknown = [s for s in sources if s not in SOURCES]
         if unknown or not sources:
             raise ValueError(f"data.sources: unknown or empty {list(sources)}; valid sources: {', '.join(SOURCES)}")
@@ -107,8 +110,7 @@ class TextMixDataModule(L.LightningDataModule):
             raise ValueError(f"seq_len must be an int >= 2, got {seq_len!r}")
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-        self._tokenizer_arg = tokenizer
-        self._tokenizer = None
+        self.keep_tokenizer(tokenizer)
         self.data_dir = Path(data_dir).expanduser()
         self.cache_dir = Path(cache).expanduser()
         self.sources = tuple(sources)
@@ -129,26 +131,12 @@ class TextMixDataModule(L.LightningDataModule):
                     )
         self.detokenize_test = detokenize_test
         self.seq_len = seq_len
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
         self.val_fraction = val_fraction
         self.seed = seed
         self.max_train_blocks = max_train_blocks
         self.max_eval_blocks = max_eval_blocks
         self.ngram = ngram
-        self.num_workers = num_workers
         self.manifest: dict[str, Any] | None = None
-        self.datasets: dict[str, Any] | None = None
-
-    @property
-    def tokenizer(self):
-        if self._tokenizer is None:
-            self._tokenizer = resolve_tokenizer(self._tokenizer_arg)
-        return self._tokenizer
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.tokenizer)
 
     def data_files(self) -> list[Path]:
         """Every data file this module reads (training sources, evaluation files)."""
@@ -259,19 +247,5 @@ class TextMixDataModule(L.LightningDataModule):
         out.update({f"data/tokens/split_{k}": float(v) for k, v in self.manifest["tokens"].items()})
         return out
 
-    def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
-        if self.datasets is None:
-            self.setup()
-        if split not in self.datasets:
-            raise ValueError(f"text mix has no {split!r} split; set data.test_file to evaluate")
-        return DataLoader(self.datasets[split], batch_size=batch_size, shuffle=shuffle, drop_last=shuffle,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True, self.batch_size)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("validation", False, self.eval_batch_size)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False, self.eval_batch_size)
+    def missing_split_message(self, split: str) -> str:
+        return f"text mix has no {split!r} split; set data.test_file to evaluate"

@@ -13,10 +13,9 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-import lightning as L
 import torch
-from torch.utils.data import DataLoader
 
+from hedgehog.data.base import DataModuleBase, check_loader_sizes
 from hedgehog.data.lm_blocks import LMBlockDataset
 from hedgehog.data.tokenizers import HFTokenizer, WordTokenizer
 
@@ -45,7 +44,7 @@ def split_file(data_dir: Path, split: str) -> Path:
     )
 
 
-class WikiTextDataModule(L.LightningDataModule):
+class WikiTextDataModule(DataModuleBase):
     """Batches ``{"input_ids": [B, seq_len], "labels": [B, seq_len]}`` of contiguous WikiText.
 
     Args:
@@ -57,7 +56,10 @@ class WikiTextDataModule(L.LightningDataModule):
         train_split, val_split, test_split: split names (``train``, ``valid``, ``test``).
 
     ``vocab_size`` (a property) builds the tokenizer on first use, so the model can be sized before ``setup``.
+    ``setup(stage)`` encodes only the splits the stage needs; a dataloader sets up its split if needed.
     """
+
+    split_names = ("train", "val", "test")
 
     def __init__(
         self,
@@ -71,21 +73,15 @@ class WikiTextDataModule(L.LightningDataModule):
         test_split: str = "test",
         num_workers: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, num_workers)
         if name not in HUB_CONFIGS:
             raise ValueError(f"unknown WikiText name {name!r}; choose one of: {', '.join(HUB_CONFIGS)}")
-        for arg, value in (("seq_len", seq_len), ("batch_size", batch_size)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"WikiTextDataModule: {arg} must be a positive int, got {value!r}")
-        if not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"WikiTextDataModule: num_workers must be an int >= 0, got {num_workers!r}")
+        check_loader_sizes("WikiTextDataModule", num_workers, seq_len=seq_len, batch_size=batch_size)
         self.save_hyperparameters()
         self.name = name
         self.data_dir = None if data_dir is None else Path(data_dir).expanduser()
         self.tokenizer_name = str(tokenizer)
         self.seq_len = seq_len
-        self.batch_size = batch_size
-        self.num_workers = num_workers
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
         for split in self.splits.values():
             if self.data_dir is not None:
@@ -140,23 +136,3 @@ class WikiTextDataModule(L.LightningDataModule):
                 tokens = torch.from_numpy(self.tokenizer.encode_lines(self.lines(split)))  # [T] int64
                 self.datasets[part] = LMBlockDataset(tokens, self.seq_len, name=f"WikiText split {split!r}")
         self._lines.clear()  # the text is not needed once encoded (WikiText-103 train is ~0.5 GB)
-
-    def _loader(self, part: str, shuffle: bool) -> DataLoader:
-        if part not in self.datasets:
-            self.setup({"train": "fit", "val": "validate", "test": "test"}[part])
-        return DataLoader(
-            self.datasets[part],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)

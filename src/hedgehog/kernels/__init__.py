@@ -1,4 +1,5 @@
-"""Triton kernels for the hot paths of linear attention (CUDA; ``TRITON_INTERPRET=1`` runs them on a CPU).
+"""Triton kernels for the hot paths of ``hedgehog.attention`` (CUDA; ``TRITON_INTERPRET=1`` runs them on a CPU).
+A leaf: imports torch and triton only, no other hedgehog package.
 
 A leaf package: the kernels take tensors, shapes and flags and import nothing from ``hedgehog.attention``, which
 decides when to call them (``hedgehog.attention.dispatch``, ``linear``) and whose PyTorch code is their

@@ -1,1 +1,2 @@
-"""Task metrics computed offline: GLUE, ROUGE, perplexity, recall accuracy."""
+"""Task metrics computed offline: GLUE, ROUGE, perplexity, recall accuracy.
+Imports no other hedgehog package."""

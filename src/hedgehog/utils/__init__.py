@@ -1,2 +1,2 @@
-"""The frame around the layers: config validation, the train/test pipeline behind ``run.py``, resumption and
-``results.json``. Submodules are imported where they are used (``hedgehog.utils.pipeline`` pulls in Lightning)."""
+"""The app around the layers: config validation, the train/test pipeline behind ``run.py``, resumption, results.json.
+May import every other hedgehog package. Submodules are imported where used (``pipeline`` pulls in Lightning)."""

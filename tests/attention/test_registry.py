@@ -125,3 +125,27 @@ def test_signatures_share_the_forward_contract():
         params = inspect.signature(_REGISTRY[name].forward).parameters
         assert params["is_query"].kind == inspect.Parameter.KEYWORD_ONLY
         assert params["positions"].kind == inspect.Parameter.KEYWORD_ONLY
+
+
+@pytest.mark.parametrize("name", FEATURE_MAP_NAMES)
+def test_trainable_class_fact_matches_the_built_map(name):
+    """``FeatureMap.trainable`` is read without building a map; it must say what a built map has."""
+    from hedgehog.attention.registry import is_trainable
+
+    fmap = build_feature_map(name, 2, 8)
+    assert is_trainable(name) == any(p.requires_grad for p in fmap.parameters())
+    assert not is_trainable("softmax")
+
+
+def test_parse_attention_is_the_one_reading_of_a_spec():
+    from hedgehog.attention.registry import parse_attention
+
+    spec = OmegaConf.create({"name": "hedgehog", "options": {"feature_dim": 4, "bias": False}})
+    assert parse_attention(spec) == ("hedgehog", {"feature_dim": 4, "bias": False})
+    assert parse_attention("t2r") == ("t2r", {}) and parse_attention(None) == ("softmax", {})
+    with pytest.raises(ValueError, match="unknown attention type 'hedgehogg'; valid: softmax, hedgehog"):
+        parse_attention("hedgehogg")
+    with pytest.raises(ValueError, match="unknown option 'featuredim'"):
+        parse_attention({"name": "hedgehog", "options": {"featuredim": 4}})
+    with pytest.raises(ValueError, match=r"unknown keys \['opts'\]"):
+        parse_attention({"name": "hedgehog", "opts": {}})

@@ -127,7 +127,7 @@ def test_gpt2_layer_scaling_is_kept_by_the_teacher():
 
 
 def test_unknown_attention_name_is_a_clear_error():
-    with pytest.raises(ValueError, match="unknown attention 'hedgehug'.*valid: softmax, hedgehog"):
+    with pytest.raises(ValueError, match="convert: unknown attention type 'hedgehug'.*valid: softmax, hedgehog"):
         convert(tiny_bert(), "hedgehug")
 
 

@@ -7,7 +7,8 @@ import torch
 from omegaconf import OmegaConf
 
 from hedgehog.attention import ATTENTION_NAMES, FeatureMap
-from hedgehog.layers.attention import MultiHeadAttention, attention_spec
+from hedgehog.attention.registry import parse_attention
+from hedgehog.layers.attention import MultiHeadAttention
 from hedgehog.models.gpt import GPT
 
 VOCAB, SEQ_LEN = 37, 16
@@ -128,8 +129,8 @@ def test_too_long_input_is_a_clear_error():
 
 def test_attention_config_forms_and_errors():
     conf = OmegaConf.create({"name": "hedgehog", "options": {"feature_dim": 4, "bias": False}})
-    assert attention_spec(conf) == ("hedgehog", {"feature_dim": 4, "bias": False})
-    assert attention_spec(None) == ("softmax", {})
+    assert parse_attention(conf) == ("hedgehog", {"feature_dim": 4, "bias": False})
+    assert parse_attention(None) == ("softmax", {})
     attn = MultiHeadAttention(16, 2, conf)
     assert attn.feature_map_q.feature_dim == 8 and attn.feature_map_q.bias is None
     with pytest.raises(ValueError, match="unknown attention type 'nope'"):

@@ -18,7 +18,7 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from hedgehog.attention.registry import build_feature_map, registered_names
+from hedgehog.attention.registry import parse_attention, registered_names
 from hedgehog.conversion.cache import LinearAttentionCache
 from hedgehog.conversion.interface import ATTENTION_IMPLEMENTATION, MODULE_ATTRIBUTE, register
 from hedgehog.conversion.layer import ConvertedAttention
@@ -214,9 +214,12 @@ def convert(model: nn.Module, attention: str = "hedgehog", **options) -> nn.Modu
     unknown attention name or option, or a model that is already converted.
     """
     modules = _check_model(model)
-    valid = registered_names()
-    if not isinstance(attention, str) or attention not in valid:
-        raise ValueError(f"convert: unknown attention {attention!r}; valid: {', '.join(valid)}")
+    if not isinstance(attention, str):
+        raise ValueError(f"convert: attention must be a registered name; valid: {', '.join(registered_names())}")
+    try:
+        attention, options = parse_attention({"name": attention, "options": options})
+    except ValueError as error:
+        raise ValueError(f"convert: {error}") from None
     previous = conversion_info(model)
     if previous is not None or converted_layers(model):
         raise ValueError(
@@ -227,10 +230,6 @@ def convert(model: nn.Module, attention: str = "hedgehog", **options) -> nn.Modu
         json.dumps(options)
     except TypeError as error:
         raise ValueError(f"convert: options must be JSON values (they are saved in config.json): {error}") from None
-    _, first = modules[0]
-    heads, kv_heads, head_dim = _geometry(first)
-    build_feature_map(attention, heads, head_dim, **options)  # validates the options once, with a clear error
-
     if attention != "softmax":
         register()
         for index, (_, module) in enumerate(modules):

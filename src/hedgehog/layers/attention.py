@@ -14,28 +14,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from hedgehog.attention import WindowBalance, attend, build_feature_map
-
-
-def attention_spec(attention: Mapping[str, Any] | str | None) -> tuple[str, dict[str, Any]]:
-    """Normalise an attention choice to ``(name, options)``.
-
-    Accepts ``None`` (softmax), a name, or a mapping ``{name: str, options: dict}`` as found in
-    ``conf/attention/<name>.yaml`` (an OmegaConf ``DictConfig`` works too).
-    """
-    if attention is None:
-        return "softmax", {}
-    if isinstance(attention, str):
-        return attention, {}
-    if not isinstance(attention, Mapping) or "name" not in attention:
-        raise ValueError(
-            f"attention must be a mapping {{name: ..., options: {{...}}}} (conf/attention/<name>.yaml), "
-            f"a name, or None for softmax; got {attention!r}"
-        )
-    unknown = set(attention) - {"name", "options"}
-    if unknown:
-        raise ValueError(f"attention has unknown keys {sorted(unknown)}; valid keys: name, options")
-    options = attention.get("options") or {}
-    return str(attention["name"]), dict(options)
+from hedgehog.attention.registry import parse_attention
 
 
 class MultiHeadAttention(nn.Module):
@@ -44,7 +23,8 @@ class MultiHeadAttention(nn.Module):
     Args:
         d_model: model width C.
         num_heads: query heads H (head_dim D = C // H).
-        attention: ``{name, options}`` mapping (see ``attention_spec``); ``None`` is softmax.
+        attention: ``{name, options}`` mapping (``hedgehog.attention.registry.parse_attention``), a name, or
+            ``None`` for softmax.
         causal: mask future keys (decoder) or not (encoder).
         num_kv_heads: key/value heads Hk (default H); H must be a multiple of Hk.
         dropout: dropout on the block's output (residual dropout). There is no dropout on attention weights:
@@ -73,7 +53,7 @@ class MultiHeadAttention(nn.Module):
         self.num_kv_heads = num_kv_heads
         self.head_dim = d_model // num_heads
         self.causal = causal
-        self.attention_name, self.attention_options = attention_spec(attention)
+        self.attention_name, self.attention_options = parse_attention(attention)
 
         self.q_proj = nn.Linear(d_model, num_heads * self.head_dim, bias=bias)
         self.k_proj = nn.Linear(d_model, num_kv_heads * self.head_dim, bias=bias)

@@ -15,7 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from hedgehog.attention import FeatureMap
-from hedgehog.layers.attention import MultiHeadAttention, attention_spec
+from hedgehog.attention.registry import parse_attention
+from hedgehog.layers.attention import MultiHeadAttention
 
 
 class MLP(nn.Module):
@@ -74,7 +75,7 @@ class GPT(nn.Module):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"GPT: {name} must be a positive int, got {value!r}")
         self.seq_len = seq_len
-        self.attention_name, _ = attention_spec(attention)
+        self.attention_name, _ = parse_attention(attention)
         self.token_embedding = nn.Embedding(vocab_size, d_model)
         self.position_embedding = nn.Embedding(seq_len, d_model)
         self.dropout = nn.Dropout(dropout)

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, Metric
 
+from hedgehog.attention.registry import is_trainable, parse_attention
 from hedgehog.regimes.causal_lm import warmup_cosine
 from hedgehog.regimes.stages import Stage
 
@@ -63,23 +64,6 @@ class StagePlan:
             raise ValueError(f"stage {self.name!r}: steps must be an int >= 0, got {self.steps!r}")
         if self.steps > 0 and not self.lr > 0:
             raise ValueError(f"stage {self.name!r}: lr must be > 0, got {self.lr!r}")
-
-
-def attention_spec(attention: Mapping[str, Any] | str) -> tuple[str, dict[str, Any]]:
-    """``{"name": ..., "options": {...}}`` (the ``attention`` config group) or a bare name -> (name, options)."""
-    if isinstance(attention, str):
-        return attention, {}
-    if "name" not in attention:
-        raise ValueError(f"attention config needs a 'name' (and optional 'options'), got keys {sorted(attention)}")
-    return str(attention["name"]), dict(attention.get("options") or {})
-
-
-def has_trainable_feature_map(name: str, options: Mapping[str, Any]) -> bool:
-    """Whether attention ``name`` learns anything in distillation (Hedgehog, T2R: yes; ELU, Taylor: no)."""
-    from hedgehog.attention import build_feature_map
-
-    fmap = build_feature_map(name, 1, 8, **options)  # validates name and options early, too
-    return fmap is not None and any(p.requires_grad for p in fmap.parameters())
 
 
 DISTILL_LOSS_TERMS = ("cross_entropy", "mse")
@@ -190,8 +174,8 @@ class ConversionModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.model = model
-        self.attention_name, self.attention_options = attention_spec(attention)
-        self.learns_feature_maps = has_trainable_feature_map(self.attention_name, self.attention_options)
+        self.attention_name, self.attention_options = parse_attention(attention)
+        self.learns_feature_maps = is_trainable(self.attention_name)
         if not 0 <= warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
         self.weight_decay = weight_decay

@@ -35,7 +35,8 @@ class FeatureMap(nn.Module):
     """Base feature map.
 
     Subclasses set ``self.feature_dim`` (F) in ``__init__`` and implement ``forward``. ``per_head = True``
-    marks a map whose parameters are per head (the input must then have ``num_heads`` heads).
+    marks a map whose parameters are per head (the input must then have ``num_heads`` heads); ``trainable = True``
+    one whose parameters distillation trains.
 
     forward(x, *, is_query=False, positions=None):
         x: ``[B, H, N, D]``. ``is_query=True`` allows a per-query-token shift that the linear-attention
@@ -45,6 +46,7 @@ class FeatureMap(nn.Module):
     """
 
     per_head: bool = False
+    trainable: bool = False  # has parameters that distillation trains (read from the class, no instance needed)
 
     def __init__(self, num_heads: int, head_dim: int) -> None:
         super().__init__()

@@ -57,6 +57,7 @@ class HedgehogFeatureMap(FeatureMap):
     """
 
     per_head = True
+    trainable = True
 
     def __init__(
         self,

@@ -22,6 +22,7 @@ class T2RFeatureMap(FeatureMap):
     """
 
     per_head = True
+    trainable = True
 
     def __init__(self, num_heads: int, head_dim: int, feature_dim: int | None = None, bias: bool = True) -> None:
         super().__init__(num_heads, head_dim)

@@ -22,7 +22,8 @@ import triton.language as tl
 
 from hedgehog.kernels.chunked_forward import key_tile
 from hedgehog.kernels.tiles import (
-    cast, exp_feature_grad, feature_tile, load_map, load_rows, load_shift, mm, safe_denominator,
+    cast, exp_feature_grad, feature_tile, head_base, load_maps, load_rows, load_state, mm, qkv_bases, query_head,
+    safe_denominator, store_state,
 )
 
 
@@ -63,24 +64,15 @@ def chunk_rstate_kernel(
     """One query head over one segment: ``delta`` per token and the segment's reverse-state contribution."""
     pid_s = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b = pid_bh // Hq
-    h = pid_bh % Hq
+    b, h, hk = query_head(pid_bh, Hq, G)
     rn = tl.arange(0, BLOCK_N)
-    rf = tl.arange(0, BLOCK_F)
-    rv = tl.arange(0, BLOCK_DV)
-    q_base = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
-    o_base = O + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
-    do_base = DO + b.to(tl.int64) * stride_db + h.to(tl.int64) * stride_dh
+    q_base = head_base(Q, b, h, stride_qb, stride_qh)
+    o_base = head_base(O, b, h, stride_ob, stride_oh)
+    do_base = head_base(DO, b, h, stride_db, stride_dh)
     den_base = DEN + pid_bh.to(tl.int64) * N
-    if FEATURE == 1:
-        wq, wql, bq = load_map(WQ, WQL, BQ, h, BLOCK_X, BLOCK_H, SPLIT_W, XDOT)
-        sp, sn = load_shift(SHIFT, b, h // G, Hq // G, BLOCK_H)
-    else:
-        wq, wql, bq = WQ, WQL, BQ
-        sp, sn = WQ, WQ
-
-    R = tl.zeros([BLOCK_F, BLOCK_DV], dtype=tl.float32)
-    r = tl.zeros([BLOCK_F], dtype=tl.float32)
+    wq, wql, bq, _, _, _, sp, sn = load_maps(WQ, WQL, BQ, WQ, WQL, BQ, SHIFT, b, h, hk, Hq // G,
+                                             FEATURE, BLOCK_X, BLOCK_H, SPLIT_W, XDOT)
+    R, r = load_state(RDELTA, pid_bh, pid_s, 0, 0, False, BLOCK_F, BLOCK_DV)
     seg_start = pid_s * SEG
     seg_end = tl.minimum(seg_start + SEG, N)
     for start in range(seg_start, seg_end, BLOCK_N):
@@ -93,9 +85,7 @@ def chunk_rstate_kernel(
         tl.store(DELTA + pid_bh.to(tl.int64) * N + rows, delta, mask=row_ok)
         R += mm(tl.trans(phq), g, DOT, PREC, EMULATE)
         r += tl.sum(phq.to(tl.float32) * delta[:, None], axis=0)
-    out = RDELTA + (pid_bh.to(tl.int64) * nseg + pid_s) * (BLOCK_F * BLOCK_DV + BLOCK_F)
-    tl.store(out + rf[:, None] * BLOCK_DV + rv[None, :], R)
-    tl.store(out + BLOCK_F * BLOCK_DV + rf, r)
+    store_state(RDELTA, pid_bh, pid_s, nseg, R, r, BLOCK_F, BLOCK_DV)
 
 
 @triton.jit
@@ -123,39 +113,23 @@ def chunk_dq_kernel(
     """Gradient of one query head over one segment (and of its map's weight and bias)."""
     pid_s = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b = pid_bh // Hq
-    h = pid_bh % Hq
-    hk = h // G
+    b, h, hk = query_head(pid_bh, Hq, G)
     rn = tl.arange(0, BLOCK_N)
     rx = tl.arange(0, BLOCK_X)
     rf = tl.arange(0, BLOCK_F)
     rh = tl.arange(0, BLOCK_H)
-    rv = tl.arange(0, BLOCK_DV)
-    q_base = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
-    k_base = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh
-    v_base = V + b.to(tl.int64) * stride_vb + hk.to(tl.int64) * stride_vh
-    o_base = O + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
-    do_base = DO + b.to(tl.int64) * stride_db + h.to(tl.int64) * stride_dh
-    dq_base = DQ + b.to(tl.int64) * stride_gb + h.to(tl.int64) * stride_gh
+    q_base, k_base, v_base = qkv_bases(
+        Q, K, V, b, h, hk, stride_qb, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh
+    )
+    o_base = head_base(O, b, h, stride_ob, stride_oh)
+    do_base = head_base(DO, b, h, stride_db, stride_dh)
+    dq_base = head_base(DQ, b, h, stride_gb, stride_gh)
     mask_base = MASK + b.to(tl.int64) * stride_mb
     den_base = DEN + pid_bh.to(tl.int64) * N
     delta_base = DELTA + pid_bh.to(tl.int64) * N
-    if FEATURE == 1:
-        wq, wql, bq = load_map(WQ, WQL, BQ, h, BLOCK_X, BLOCK_H, SPLIT_W, XDOT)
-        wk, wkl, bk = load_map(WK, WKL, BK, hk, BLOCK_X, BLOCK_H, SPLIT_W, XDOT)
-        sp, sn = load_shift(SHIFT, b, hk, Hq // G, BLOCK_H)
-    else:
-        wq, wql, bq = WQ, WQL, BQ
-        wk, wkl, bk = WK, WKL, BK
-        sp, sn = WQ, WQ
-
-    if HAS_STATE:
-        st = STATE + (b * (Hq // G) + hk).to(tl.int64) * stride_st_bh + pid_s * stride_st_s
-        S = tl.load(st + rf[:, None] * BLOCK_DV + rv[None, :])
-        z = tl.load(st + BLOCK_F * BLOCK_DV + rf)
-    else:
-        S = tl.zeros([BLOCK_F, BLOCK_DV], dtype=tl.float32)
-        z = tl.zeros([BLOCK_F], dtype=tl.float32)
+    wq, wql, bq, wk, wkl, bk, sp, sn = load_maps(WQ, WQL, BQ, WK, WKL, BK, SHIFT, b, h, hk, Hq // G,
+                                                 FEATURE, BLOCK_X, BLOCK_H, SPLIT_W, XDOT)
+    S, z = load_state(STATE, b * (Hq // G) + hk, pid_s, stride_st_bh, stride_st_s, HAS_STATE, BLOCK_F, BLOCK_DV)
     dW = tl.zeros([BLOCK_X, BLOCK_H], dtype=tl.float32)
     db = tl.zeros([BLOCK_H], dtype=tl.float32)
 
@@ -231,40 +205,25 @@ def chunk_dkv_kernel(
     ``Hk``); with ``G == 1`` it writes the gradients themselves."""
     pid_s = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b = pid_bh // Hq
-    h = pid_bh % Hq
-    hk = h // G
+    b, h, hk = query_head(pid_bh, Hq, G)
     rn = tl.arange(0, BLOCK_N)
     rx = tl.arange(0, BLOCK_X)
     rf = tl.arange(0, BLOCK_F)
     rh = tl.arange(0, BLOCK_H)
     rv = tl.arange(0, BLOCK_DV)
-    k_base = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh
-    v_base = V + b.to(tl.int64) * stride_vb + hk.to(tl.int64) * stride_vh
-    q_base = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
-    do_base = DO + b.to(tl.int64) * stride_db + h.to(tl.int64) * stride_dh
+    q_base, k_base, v_base = qkv_bases(
+        Q, K, V, b, h, hk, stride_qb, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh
+    )
+    do_base = head_base(DO, b, h, stride_db, stride_dh)
     den_base = DEN + pid_bh.to(tl.int64) * N
     delta_base = DELTA + pid_bh.to(tl.int64) * N
     out_h = tl.where(G > 1, h, hk)
-    dk_base = DK + b.to(tl.int64) * stride_gkb + out_h.to(tl.int64) * stride_gkh
-    dv_base = DV_ + b.to(tl.int64) * stride_gvb + out_h.to(tl.int64) * stride_gvh
+    dk_base = head_base(DK, b, out_h, stride_gkb, stride_gkh)
+    dv_base = head_base(DV_, b, out_h, stride_gvb, stride_gvh)
     mask_base = MASK + b.to(tl.int64) * stride_mb
-    if FEATURE == 1:
-        wk, wkl, bk = load_map(WK, WKL, BK, hk, BLOCK_X, BLOCK_H, SPLIT_W, XDOT)
-        wq, wql, bq = load_map(WQ, WQL, BQ, h, BLOCK_X, BLOCK_H, SPLIT_W, XDOT)
-        sp, sn = load_shift(SHIFT, b, hk, Hq // G, BLOCK_H)
-    else:
-        wk, wkl, bk = WK, WKL, BK
-        wq, wql, bq = WQ, WQL, BQ
-        sp, sn = WK, WK
-
-    if HAS_STATE:
-        st = RSTATE + pid_bh.to(tl.int64) * stride_rs_bh + pid_s * stride_rs_s
-        R = tl.load(st + rf[:, None] * BLOCK_DV + rv[None, :])
-        r = tl.load(st + BLOCK_F * BLOCK_DV + rf)
-    else:
-        R = tl.zeros([BLOCK_F, BLOCK_DV], dtype=tl.float32)
-        r = tl.zeros([BLOCK_F], dtype=tl.float32)
+    wq, wql, bq, wk, wkl, bk, sp, sn = load_maps(WQ, WQL, BQ, WK, WKL, BK, SHIFT, b, h, hk, Hq // G,
+                                                 FEATURE, BLOCK_X, BLOCK_H, SPLIT_W, XDOT)
+    R, r = load_state(RSTATE, pid_bh, pid_s, stride_rs_bh, stride_rs_s, HAS_STATE, BLOCK_F, BLOCK_DV)
     dW = tl.zeros([BLOCK_X, BLOCK_H], dtype=tl.float32)
     db = tl.zeros([BLOCK_H], dtype=tl.float32)
 

@@ -20,7 +20,10 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from hedgehog.kernels.tiles import cast, feature_tile, load_map, load_rows, load_shift, mm, safe_denominator
+from hedgehog.kernels.tiles import (
+    cast, feature_tile, head_base, load_maps, load_rows, load_state, mm, qkv_bases, query_head, safe_denominator,
+    store_state,
+)
 
 
 @triton.jit
@@ -62,20 +65,12 @@ def segment_states_kernel(
     pid_bh = tl.program_id(1)
     b = pid_bh // Hk
     h = pid_bh % Hk
-    rf = tl.arange(0, BLOCK_F)
-    rv = tl.arange(0, BLOCK_DV)
-    k_base = K + b.to(tl.int64) * stride_kb + h.to(tl.int64) * stride_kh
-    v_base = V + b.to(tl.int64) * stride_vb + h.to(tl.int64) * stride_vh
+    k_base = head_base(K, b, h, stride_kb, stride_kh)
+    v_base = head_base(V, b, h, stride_vb, stride_vh)
     mask_base = MASK + b.to(tl.int64) * stride_mb
-    if FEATURE == 1:
-        wk, wkl, bk = load_map(WK, WKL, BK, h, BLOCK_X, BLOCK_H, SPLIT_W, XDOT)
-        sp, sn = load_shift(SHIFT, b, h, Hk, BLOCK_H)
-    else:
-        wk, wkl, bk = WK, WKL, BK
-        sp, sn = WK, WK
-
-    S = tl.zeros([BLOCK_F, BLOCK_DV], dtype=tl.float32)
-    z = tl.zeros([BLOCK_F], dtype=tl.float32)
+    _, _, _, wk, wkl, bk, sp, sn = load_maps(WK, WKL, BK, WK, WKL, BK, SHIFT, b, h, h, Hk,
+                                             FEATURE, BLOCK_X, BLOCK_H, SPLIT_W, XDOT)
+    S, z = load_state(DELTA, pid_bh, pid_s, 0, 0, False, BLOCK_F, BLOCK_DV)
     seg_start = pid_s * SEG
     seg_end = tl.minimum(seg_start + SEG, N)
     for start in range(seg_start, seg_end, BLOCK_N):
@@ -85,9 +80,7 @@ def segment_states_kernel(
         )
         S += mm(tl.trans(phk), v, DOT, PREC, EMULATE)
         z += tl.sum(phk.to(tl.float32), axis=0)
-    out = DELTA + (pid_bh.to(tl.int64) * nseg + pid_s) * (BLOCK_F * BLOCK_DV + BLOCK_F)
-    tl.store(out + rf[:, None] * BLOCK_DV + rv[None, :], S)
-    tl.store(out + BLOCK_F * BLOCK_DV + rf, z)
+    store_state(DELTA, pid_bh, pid_s, nseg, S, z, BLOCK_F, BLOCK_DV)
 
 
 @triton.jit
@@ -111,34 +104,18 @@ def chunk_output_kernel(
     """Output of one query head over one segment (query head ``h`` reads kv head ``h // G``)."""
     pid_s = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b = pid_bh // Hq
-    h = pid_bh % Hq
-    hk = h // G
+    b, h, hk = query_head(pid_bh, Hq, G)
     rn = tl.arange(0, BLOCK_N)
-    rf = tl.arange(0, BLOCK_F)
     rv = tl.arange(0, BLOCK_DV)
-    q_base = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
-    k_base = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh
-    v_base = V + b.to(tl.int64) * stride_vb + hk.to(tl.int64) * stride_vh
-    o_base = O + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
+    q_base, k_base, v_base = qkv_bases(
+        Q, K, V, b, h, hk, stride_qb, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh
+    )
+    o_base = head_base(O, b, h, stride_ob, stride_oh)
     mask_base = MASK + b.to(tl.int64) * stride_mb
     den_base = DEN + pid_bh.to(tl.int64) * N
-    if FEATURE == 1:
-        wq, wql, bq = load_map(WQ, WQL, BQ, h, BLOCK_X, BLOCK_H, SPLIT_W, XDOT)
-        wk, wkl, bk = load_map(WK, WKL, BK, hk, BLOCK_X, BLOCK_H, SPLIT_W, XDOT)
-        sp, sn = load_shift(SHIFT, b, hk, Hq // G, BLOCK_H)
-    else:
-        wq, wql, bq = WQ, WQL, BQ
-        wk, wkl, bk = WK, WKL, BK
-        sp, sn = WK, WK
-
-    if HAS_STATE:
-        st = STATE + (b * (Hq // G) + hk).to(tl.int64) * stride_st_bh + pid_s * stride_st_s
-        S = tl.load(st + rf[:, None] * BLOCK_DV + rv[None, :])
-        z = tl.load(st + BLOCK_F * BLOCK_DV + rf)
-    else:
-        S = tl.zeros([BLOCK_F, BLOCK_DV], dtype=tl.float32)
-        z = tl.zeros([BLOCK_F], dtype=tl.float32)
+    wq, wql, bq, wk, wkl, bk, sp, sn = load_maps(WQ, WQL, BQ, WK, WKL, BK, SHIFT, b, h, hk, Hq // G,
+                                                 FEATURE, BLOCK_X, BLOCK_H, SPLIT_W, XDOT)
+    S, z = load_state(STATE, b * (Hq // G) + hk, pid_s, stride_st_bh, stride_st_s, HAS_STATE, BLOCK_F, BLOCK_DV)
 
     seg_start = pid_s * SEG
     seg_end = tl.minimum(seg_start + SEG, N)

@@ -3,8 +3,8 @@
 ``mm`` is a matrix product of two register tiles with operands rounded to a chosen dtype and float32
 accumulation (tensor cores on the GPU). ``exp_features`` is the Hedgehog feature map on a tile of tokens
 (eq. 4 of Zhang et al., 2024): ``u = x W_h + b_h``, features ``exp(u - m)`` and ``exp(-u - m)``;
-``exp_feature_grad`` takes a feature gradient back to ``du``. ``load_map`` / ``load_rows`` / ``key_tile`` /
-``query_tile`` are the loads every kernel repeats.
+``exp_feature_grad`` takes a feature gradient back to ``du``. ``head_base`` / ``load_maps`` / ``load_state`` /
+``store_state`` / ``load_rows`` / ``feature_tile`` are the pointer arithmetic and loads every kernel repeats.
 """
 
 from __future__ import annotations
@@ -75,6 +75,72 @@ def load_shift(SHIFT, b, hk, Hk, BLOCK_H: tl.constexpr):
     rh = tl.arange(0, BLOCK_H)
     base = SHIFT + (b * Hk + hk).to(tl.int64) * 2 * BLOCK_H
     return tl.load(base + rh), tl.load(base + BLOCK_H + rh)
+
+
+@triton.jit
+def query_head(pid_bh, Hq, G):
+    """``(b, h, hk)``: batch, query head and its key/value head of a program over ``B * Hq`` rows."""
+    b = pid_bh // Hq
+    h = pid_bh % Hq
+    return b, h, h // G
+
+
+@triton.jit
+def qkv_bases(Q, K, V, b, h, hk, stride_qb, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh):
+    """The ``[N, .]`` slabs of query head ``h`` and of its key/value head ``hk`` in batch ``b``."""
+    return head_base(Q, b, h, stride_qb, stride_qh), head_base(K, b, hk, stride_kb, stride_kh), \
+        head_base(V, b, hk, stride_vb, stride_vh)
+
+
+@triton.jit
+def head_base(X, b, h, stride_b, stride_h):
+    """Pointer to the ``[N, .]`` slab of batch ``b``, head ``h`` (64-bit offsets)."""
+    return X + b.to(tl.int64) * stride_b + h.to(tl.int64) * stride_h
+
+
+@triton.jit
+def load_maps(
+    WQ, WQL, BQ, WK, WKL, BK, SHIFT, b, h, hk, Hk,
+    FEATURE: tl.constexpr, BLOCK_X: tl.constexpr, BLOCK_H: tl.constexpr, SPLIT_W: tl.constexpr, XDOT: tl.constexpr,
+):
+    """Query head ``h``'s and key/value head ``hk``'s maps and the key shift of ``(b, hk)`` when the map is fused
+    (``FEATURE == 1``); the untouched pointers otherwise (ready-made features ignore them)."""
+    if FEATURE == 1:
+        wq, wql, bq = load_map(WQ, WQL, BQ, h, BLOCK_X, BLOCK_H, SPLIT_W, XDOT)
+        wk, wkl, bk = load_map(WK, WKL, BK, hk, BLOCK_X, BLOCK_H, SPLIT_W, XDOT)
+        sp, sn = load_shift(SHIFT, b, hk, Hk, BLOCK_H)
+    else:
+        wq, wql, bq = WQ, WQL, BQ
+        wk, wkl, bk = WK, WKL, BK
+        sp, sn = WK, WK
+    return wq, wql, bq, wk, wkl, bk, sp, sn
+
+
+@triton.jit
+def load_state(STATE, row, pid_s, stride_bh, stride_s, HAS_STATE: tl.constexpr, BLOCK_F: tl.constexpr,
+               BLOCK_DV: tl.constexpr):
+    """The flat ``(S [BLOCK_F, BLOCK_DV], z [BLOCK_F])`` float32 state of row ``row``, segment ``pid_s`` (zeros
+    without a state)."""
+    rf = tl.arange(0, BLOCK_F)
+    rv = tl.arange(0, BLOCK_DV)
+    if HAS_STATE:
+        st = STATE + row.to(tl.int64) * stride_bh + pid_s * stride_s
+        S = tl.load(st + rf[:, None] * BLOCK_DV + rv[None, :])
+        z = tl.load(st + BLOCK_F * BLOCK_DV + rf)
+    else:
+        S = tl.zeros([BLOCK_F, BLOCK_DV], dtype=tl.float32)
+        z = tl.zeros([BLOCK_F], dtype=tl.float32)
+    return S, z
+
+
+@triton.jit
+def store_state(OUT, row, seg, nseg, S, z, BLOCK_F: tl.constexpr, BLOCK_DV: tl.constexpr):
+    """Write a flat state to ``OUT[row, seg]`` of a ``[rows, nseg, E]`` float32 buffer."""
+    rf = tl.arange(0, BLOCK_F)
+    rv = tl.arange(0, BLOCK_DV)
+    out = OUT + (row.to(tl.int64) * nseg + seg) * (BLOCK_F * BLOCK_DV + BLOCK_F)
+    tl.store(out + rf[:, None] * BLOCK_DV + rv[None, :], S)
+    tl.store(out + BLOCK_F * BLOCK_DV + rf, z)
 
 
 @triton.jit

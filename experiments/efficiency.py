@@ -116,7 +116,8 @@ def autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
 
-def train_throughput(model, device, batch: int, seq_len: int, warmup: int, repeats: int, vocab: int) -> dict:
+def training_step(model, device, batch: int, seq_len: int, vocab: int):
+    """One full fine-tuning step (forward, backward, AdamW) on random ids, as a function of no arguments."""
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     ids = torch.randint(0, vocab, (batch, seq_len), device=device)
@@ -127,10 +128,13 @@ def train_throughput(model, device, batch: int, seq_len: int, warmup: int, repea
         out.loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+    return step
 
+
+def train_throughput(model, device, batch: int, seq_len: int, warmup: int, repeats: int, vocab: int) -> dict:
+    step = training_step(model, device, batch, seq_len, vocab)
     reset_peak(device)
     seconds = timed(step, device, warmup, repeats)
-    del opt
     return {"batch": batch, "seq_len": seq_len, "step_s": round(seconds, 5),
             "tokens_per_s": round(batch * seq_len / seconds, 1), "peak_mib": peak_mib(device)}
 
@@ -195,17 +199,7 @@ def profile_step(model, device, batch: int, seq_len: int, vocab: int, layers: in
     autograd nodes of attention), and the 15 kernels that took longest."""
     from torch.profiler import ProfilerActivity, profile
 
-    model.train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-    ids = torch.randint(0, vocab, (batch, seq_len), device=device)
-
-    def step():
-        with autocast(device):
-            out = model(input_ids=ids, labels=ids)
-        out.loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
+    step = training_step(model, device, batch, seq_len, vocab)
     with _wrap_attention_functions():
         for _ in range(2):
             step()
@@ -231,7 +225,6 @@ def profile_step(model, device, batch: int, seq_len: int, vocab: int, layers: in
     kernels = sorted((e for e in events if self_device_ms(e) > 0 and e.device_type.name == kind),
                      key=self_device_ms, reverse=True)
     step_ms = sum(self_device_ms(e) for e in events if e.device_type.name == kind)
-    del opt
     return {
         "batch": batch, "seq_len": seq_len, "layers": layers, "time": "cuda" if on_gpu else "cpu",
         "step_ms": round(step_ms, 2),

@@ -166,6 +166,7 @@ def make_method(name: str, case: Case, device: torch.device, fla_fn):
         args = c.fq.fused_kernel_args(c.fk, c.q, c.k)  # what ``attend`` hands the kernel
         if args is None:
             raise RuntimeError("the Hedgehog maps declined the fused kernel")
+        args.pop("window")
         tiles = {} if device.type == "cuda" else {"chunk_size": 16, "segment_size": 32}
 
         def fwd():

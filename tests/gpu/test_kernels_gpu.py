@@ -60,7 +60,7 @@ def fused(q, k, v, fq, fk, causal, key_padding_mask=None):
     import hedgehog.kernels as kernels
 
     args = fq.fused_kernel_args(fk, q, k)
-    assert args is not None, "the maps declined the fused kernel"
+    assert args is not None and args.pop("window") is None, "the maps declined the fused kernel"
     return kernels.hedgehog_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask, **args)
 
 

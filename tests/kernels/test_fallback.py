@@ -60,7 +60,16 @@ def test_only_stock_exp_hedgehog_maps_are_fused():
     assert not fused(build_feature_map("taylor", 4, 16), build_feature_map("taylor", 2, 16))
     assert not fused(_ShiftedHedgehog(4, 16), build_feature_map("hedgehog", 2, 16))  # a changed forward
     assert not fused(build_feature_map("hedgehog", 4, 16).double(), build_feature_map("hedgehog", 2, 16).double())
-    assert not fused(build_feature_map("hedgehog_window", 4, 16), build_feature_map("hedgehog_window", 2, 16))
+    assert q.shape[1] == 4 and fq_window_args(q, k)["window"] == 3 and fq_args(q, k)["window"] is None
+
+
+def fq_window_args(q, k):
+    return build_feature_map("hedgehog_window", 4, 16, window=3).fused_kernel_args(
+        build_feature_map("hedgehog_window", 2, 16, window=3), q, k)
+
+
+def fq_args(q, k):
+    return build_feature_map("hedgehog", 4, 16).fused_kernel_args(build_feature_map("hedgehog", 2, 16), q, k)
 
 
 @pytest.mark.parametrize("feature, dot, table", [(1, "bf16", "DEFAULTS"), (0, "bf16", "DEFAULTS_FEATURES"),
@@ -80,7 +89,7 @@ def test_launch_takes_the_tile_defaults_of_its_path(monkeypatch, feature, dot, t
             return lambda *args, **kwargs: seen.update(kwargs)
 
     dtype = tl.bfloat16 if dot == "bf16" else tl.float32
-    for name in launch.DEFAULTS:
+    for name in launch.DEFAULTS_FEATURES:  # the kernels with both paths (the hybrid is fused-only)
         cfg = launch.launch(name, FakeKernel(), (1,), [], {"FEATURE": feature, "DOT": dtype}, ("key",), 128)
         want = launch.DEFAULTS_FP32 if table == "DEFAULTS_FP32" else getattr(launch, table)[name]
         assert cfg == want and (seen["BLOCK_N"], seen["num_warps"], seen["num_stages"]) == want

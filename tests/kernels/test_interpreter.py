@@ -101,7 +101,9 @@ def test_fused_hedgehog_at_real_activation_scales(causal):
     v = torch.randn(b, hk, n, d).bfloat16()
     fq, fk = build_feature_map("hedgehog", hq, d), build_feature_map("hedgehog", hk, d)  # identity: u = q, k
     assert k.float().abs().max() > 100
-    out = chunked.hedgehog_attention(q, k, v, causal=causal, **fq.fused_kernel_args(fk, q, k), **SMALL)
+    args = fq.fused_kernel_args(fk, q, k)
+    assert args.pop("window") is None
+    out = chunked.hedgehog_attention(q, k, v, causal=causal, **args, **SMALL)
     from hedgehog.attention import attend
 
     ref = attend(q.double(), k.double(), v.double(), feature_map_q=fq.double(), feature_map_k=fk.double(), causal=causal)

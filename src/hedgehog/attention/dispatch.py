@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import Tensor
 
@@ -13,12 +15,21 @@ from hedgehog.attention.linear import linear_attention
 from hedgehog.attention.softmax import softmax_attention
 
 
+HYBRID_KERNELS_ENV = "HEDGEHOG_KERNELS_HYBRID"
+
+
+def hybrid_kernels_enabled() -> bool:
+    """The hybrid's fused kernels are used on CUDA only when ``HEDGEHOG_KERNELS_HYBRID=1``: they match the
+    reference in Triton's interpreter but have not yet run on a GPU."""
+    return os.environ.get(HYBRID_KERNELS_ENV, "0") not in ("", "0")
+
+
 def _fused(q: Tensor, k: Tensor, v: Tensor, fq: FeatureMap, fk: FeatureMap, causal: bool,
-           key_padding_mask: Tensor | None, window: int | None) -> Tensor | None:
+           key_padding_mask: Tensor | None, scale: float | None, log_balance: Tensor | None) -> Tensor | None:
     """The feature map's own fused kernel (``FeatureMap.fused_kernel_args``), when the backend, the device, the
     dtypes and the shapes allow it; None otherwise (the PyTorch path runs)."""
     kernels = kernels_for(q, k, v)
-    if kernels is None or window is not None or q.shape[2] == 0:
+    if kernels is None or q.shape[2] == 0:
         return None
     args = fq.fused_kernel_args(fk, q, k)
     if args is None or any(p.device != q.device for p in args.values() if isinstance(p, Tensor)):
@@ -28,7 +39,16 @@ def _fused(q: Tensor, k: Tensor, v: Tensor, fq: FeatureMap, fk: FeatureMap, caus
     if not kernels.supports_fused(q.shape[-1], args["weight_q"].shape[-1], v.shape[-1]):
         return None
     mask = check_key_padding_mask("attend", key_padding_mask, q.shape[0], q.shape[2], q.device)
-    return kernels.hedgehog_attention(q, k, v, causal=causal, key_padding_mask=mask, **args)
+    window = args.pop("window")
+    if window is None:
+        return kernels.hedgehog_attention(q, k, v, causal=causal, key_padding_mask=mask, **args)
+    if not (causal and hybrid_kernels_enabled()) or log_balance is None or log_balance.device != q.device:
+        return None
+    args.pop("stable")
+    return kernels.hybrid_attention(
+        q, k, v, log_balance=log_balance, window=window, scale=q.shape[-1] ** -0.5 if scale is None else scale,
+        key_padding_mask=mask, **args,
+    )
 
 
 def attend(
@@ -71,7 +91,7 @@ def attend(
     if window is not None and log_balance is None:  # no balance given: lam = 1 for every head
         log_balance = q.new_zeros(q.shape[1], dtype=torch.float32)
 
-    out = _fused(q, k, v, feature_map_q, feature_map_k, causal, key_padding_mask, window)
+    out = _fused(q, k, v, feature_map_q, feature_map_k, causal, key_padding_mask, scale, log_balance)
     if out is not None:
         return out
 

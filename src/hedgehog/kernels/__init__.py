@@ -8,7 +8,11 @@ reference. Entry points:
 * ``hedgehog_attention(q, k, v, weight_q, bias_q, weight_k, bias_k, ...)`` -- chunked linear attention with the
   Hedgehog feature map computed inside the kernels (``chunked.py``);
 * ``linear_attention(qf, kf, v, ...)`` -- the same on ready-made features of any map;
-* ``recurrent_step(qf, kf, v, S, z, mask)`` -- one decoding step on the state ``(S, z)`` (``decode.py``).
+* ``recurrent_step(qf, kf, v, S, z, mask)`` -- one decoding step on the state ``(S, z)`` (``decode.py``);
+* ``hybrid_attention(q, k, v, weights..., log_balance, window=..., scale=...)`` -- the causal sliding-window +
+  Hedgehog hybrid with the map fused (``hybrid.py``). Checked in the interpreter against the PyTorch reference;
+  ``hedgehog.attention`` uses it on CUDA only where ``HEDGEHOG_KERNELS_HYBRID=1`` until it has passed the GPU
+  suite.
 
 ``supports_fused`` / ``supports_features`` / ``supports_decode`` say whether the tiles fit a shape
 (``KERNEL_DTYPES`` lists the input dtypes): float16 / bfloat16 / float32 inputs, head dim <= 128, features
@@ -22,10 +26,11 @@ import torch
 from hedgehog.kernels import chunked, decode
 from hedgehog.kernels.chunked import hedgehog_attention, linear_attention
 from hedgehog.kernels.decode import recurrent_step
+from hedgehog.kernels.hybrid import hybrid_attention
 
 __all__ = [
-    "KERNEL_DTYPES", "hedgehog_attention", "linear_attention", "recurrent_step", "supports_decode",
-    "supports_features", "supports_fused",
+    "KERNEL_DTYPES", "hedgehog_attention", "hybrid_attention", "linear_attention", "recurrent_step",
+    "supports_decode", "supports_features", "supports_fused",
 ]
 
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)

@@ -181,7 +181,7 @@ def forward(p: Plan, q, k, v, mask, wq, wk, shift_q: bool, dot, shift=None):
         c.launch(
             "segment_states", segment_states_kernel, (p.nseg, p.B * p.Hk),
             [k, *_strides(k), v, *_strides(v), c.mask, c.mask_stride, *c.wk, c.shift, delta,
-             p.Hk, p.N, p.XD, p.F, p.DV, p.seg, p.nseg],
+             p.Hk, p.N, p.XD, p.F, p.DV, p.seg, p.nseg, 0],
             SPLIT_W=c.split, HAS_MASK=c.has_mask,
         )
         if p.causal:  # exclusive prefix over segments, in place

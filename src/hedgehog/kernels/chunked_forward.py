@@ -34,12 +34,14 @@ def key_tile(
     XDOT: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr, EMULATE: tl.constexpr,
 ):
     """Raw keys, key features ``[BLOCK_N, BLOCK_F]`` (0 on padded / out-of-range keys) and values
-    ``[BLOCK_N, BLOCK_DV]`` (``DOT``) of the chunk starting at ``start``, and which keys are real."""
+    ``[BLOCK_N, BLOCK_DV]`` (``DOT``) of the chunk starting at ``start`` (which may be negative: rows before the
+    sequence are out of range), and which keys are real."""
     rows = start + tl.arange(0, BLOCK_N)
-    keep = rows < N
+    in_range = (rows >= 0) & (rows < N)
+    keep = in_range
     if HAS_MASK:
-        keep = keep & (tl.load(mask_base + rows, mask=rows < N, other=0) != 0)
-    xk, phk = feature_tile(K, stride_kn, stride_kd, rows, rows < N, XD, F, wk, wkl, bk, sp, sn,
+        keep = keep & (tl.load(mask_base + rows, mask=in_range, other=0) != 0)
+    xk, phk = feature_tile(K, stride_kn, stride_kd, rows, in_range, XD, F, wk, wkl, bk, sp, sn,
                            FEATURE, False, SPLIT_W, BLOCK_X, XDOT, DOT, PREC, EMULATE)
     phk = tl.where(keep[:, None], phk, 0.0)
     rv = tl.arange(0, BLOCK_DV)
@@ -55,12 +57,14 @@ def segment_states_kernel(
     WK, WKL, BK,
     SHIFT,  # [B, Hk, 2, BLOCK_H] float32: the key shift (FEATURE == 1)
     DELTA,  # [B * Hk, nseg, E] float32 out
-    Hk, N, XD, F, DV, SEG, nseg,
+    Hk, N, XD, F, DV, SEG, nseg, LAG,
     FEATURE: tl.constexpr, SPLIT_W: tl.constexpr, HAS_MASK: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_X: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_H: tl.constexpr,
     BLOCK_DV: tl.constexpr, XDOT: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr, EMULATE: tl.constexpr,
 ):
-    """``DELTA[b, h, s] = (sum_j phi(k_j) v_j^T, sum_j phi(k_j))`` over the tokens of segment ``s``."""
+    """``DELTA[b, h, s] = (sum_j phi(k_j) v_j^T, sum_j phi(k_j))`` over the keys of segment ``s`` moved back by
+    ``LAG`` tokens, ``[s SEG - LAG, (s + 1) SEG - LAG)`` (``LAG`` > 0: the sliding-window hybrid, whose linear
+    state trails the queries by its window)."""
     pid_s = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // Hk
@@ -75,8 +79,8 @@ def segment_states_kernel(
     seg_end = tl.minimum(seg_start + SEG, N)
     for start in range(seg_start, seg_end, BLOCK_N):
         xk, phk, v, keep = key_tile(
-            k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd, mask_base, start, N, XD, F, DV, wk, wkl, bk,
-            sp, sn, FEATURE, SPLIT_W, HAS_MASK, BLOCK_N, BLOCK_X, BLOCK_DV, XDOT, DOT, PREC, EMULATE,
+            k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd, mask_base, start - LAG, N, XD, F, DV, wk, wkl,
+            bk, sp, sn, FEATURE, SPLIT_W, HAS_MASK, BLOCK_N, BLOCK_X, BLOCK_DV, XDOT, DOT, PREC, EMULATE,
         )
         S += mm(tl.trans(phk), v, DOT, PREC, EMULATE)
         z += tl.sum(phk.to(tl.float32), axis=0)

@@ -34,6 +34,11 @@ DEFAULTS = {
     "chunk_output": (16, 4, 3),
     "chunk_dq": (32, 4, 2),
     "chunk_dkv": (16, 4, 2),
+    # the sliding-window hybrid (kernels/hybrid.py): one chunk length for all its kernels, not yet tuned on a GPU
+    "hybrid_output": (16, 4, 2),
+    "hybrid_rstate": (16, 4, 2),
+    "hybrid_dq": (16, 4, 2),
+    "hybrid_dkv": (16, 4, 2),
 }
 # ready-made features (no feature map in the kernel): the 16-token tiles above made this path slower on the
 # H100 (forward+backward 2.81 ms at N = 1K vs 1.78 with these, 2026-11-23), so it keeps its own defaults

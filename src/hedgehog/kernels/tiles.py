@@ -194,12 +194,24 @@ def exp_features(
     ``sp`` / ``sn``, queries gain it and lose their row max (``SHIFT``), so every product is unchanged up to a
     per-query factor the normaliser cancels, and every exponent is <= 0. Invalid columns give 0.
     """
+    phi, m = exp_features_and_shift(x, w_hi, w_lo, bias, sp, sn, HID, SHIFT, SPLIT_W, XDOT, DOT, PREC, EMULATE)
+    return phi
+
+
+@triton.jit
+def exp_features_and_shift(
+    x, w_hi, w_lo, bias, sp, sn, HID,
+    SHIFT: tl.constexpr, SPLIT_W: tl.constexpr, XDOT: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr,
+    EMULATE: tl.constexpr,
+):
+    """``exp_features`` and the per-row shift ``m`` it took out (queries: their largest log-feature; keys: 0),
+    which the sliding-window hybrid needs to put the linear kernel back at its true scale."""
     u_pos, u_neg, m = exp_logs(x, w_hi, w_lo, bias, sp, sn, HID, SHIFT, SPLIT_W, XDOT, PREC, EMULATE)
     h_ok = tl.arange(0, u_pos.shape[1]) < HID
     pos = cast(tl.where(h_ok[None, :], tl.exp(u_pos), 0.0), DOT, EMULATE)
     neg = cast(tl.where(h_ok[None, :], tl.exp(u_neg), 0.0), DOT, EMULATE)
     both = tl.join(pos, neg)  # [BLOCK_N, BLOCK_H, 2]
-    return tl.reshape(both, (both.shape[0], 2 * both.shape[1]))
+    return tl.reshape(both, (both.shape[0], 2 * both.shape[1])), m
 
 
 @triton.jit

@@ -122,10 +122,14 @@ class HedgehogFeatureMap(FeatureMap):
         return torch.exp(logs).to(exp_output_dtype(x))
 
     def fused_kernel_args(self, key_map: FeatureMap, q: Tensor, k: Tensor) -> dict | None:
-        """Weights, biases and flags for ``hedgehog.kernels.hedgehog_attention`` when both maps are stock
-        Hedgehog maps with the exp activation (a subclass that changes the features is never fused), their head
-        counts match q and k, and their parameters are 16- or 32-bit floats; None otherwise."""
-        if type(self) is not HedgehogFeatureMap or type(key_map) is not HedgehogFeatureMap:
+        """Weights, biases and flags for the fused kernels when both maps are Hedgehog maps of one class whose
+        features are the stock ones (a subclass that changes ``forward``, ``project`` or ``log_features`` is never
+        fused) with the exp activation, their head counts match q and k, and their parameters are 16- or 32-bit
+        floats; None otherwise. ``window`` is the sliding-window hybrid's (None for plain Hedgehog)."""
+        cls = type(self)
+        if type(key_map) is not cls or not isinstance(self, HedgehogFeatureMap) or any(
+            getattr(cls, name) is not getattr(HedgehogFeatureMap, name) for name in ("forward", "project", "log_features")
+        ):
             return None
         params = [p for fm in (self, key_map) for p in (fm.weight, fm.bias) if p is not None]
         if (
@@ -136,7 +140,7 @@ class HedgehogFeatureMap(FeatureMap):
         ):
             return None
         return {"weight_q": self.weight, "bias_q": self.bias, "weight_k": key_map.weight, "bias_k": key_map.bias,
-                "stable": self.stable, "key_headroom": KEY_HEADROOM}
+                "stable": self.stable, "key_headroom": KEY_HEADROOM, "window": getattr(self, "window", None)}
 
     def pair(
         self, key_map: FeatureMap, q: Tensor, k: Tensor, *, positions: Tensor | None = None,

@@ -130,6 +130,10 @@ class MQARDataModule(L.LightningDataModule):
             for split, n in sizes.items()
         }
 
+    def data_files(self) -> list:
+        """No files: every example is generated from the seed."""
+        return []
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         return DataLoader(
             self.datasets[split],

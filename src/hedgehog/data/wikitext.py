@@ -95,6 +95,12 @@ class WikiTextDataModule(L.LightningDataModule):
         self._lines: dict[str, list[str]] = {}
         self.datasets: dict[str, LMBlockDataset] = {}
 
+    def data_files(self) -> list[Path]:
+        """The local files this DataModule reads (none when the text comes from the hub)."""
+        if self.data_dir is None:
+            return []
+        return sorted({split_file(self.data_dir, split) for split in self.splits.values()})
+
     def lines(self, split: str) -> list[str]:
         """The text of ``split``, one string per line (newline kept), read once and cached."""
         if split not in self._lines:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_MQAR, run_py
+from conftest import REPO_ROOT, TINY_MQAR, run_py
 from hedgehog.report import main as report_main
 from hedgehog.utils.validation import attention_choices
 
@@ -143,8 +143,13 @@ def test_cli_bad_attention_name_exits_2_with_one_paragraph(tmp_path):
     assert not (tmp_path / "train").exists() or not list((tmp_path / "train").rglob("*.ckpt"))
 
 
-def test_cli_unknown_experiment_lists_the_choices(tmp_path):
+def test_cli_unknown_experiment_lists_the_choices_compactly(tmp_path):
     result = run_py(["experiment=mqar_hedgehogg"], tmp_path)
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "Could not find 'experiment/mqar_hedgehogg'" in result.stderr
-    assert "mqar_hedgehog" in result.stderr and "wikitext_gpt_softmax" in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "unknown experiment 'mqar_hedgehogg' (did you mean 'mqar_hedgehog'?)" in result.stderr
+    # every experiment file is covered by the compact list: a name, or a family <name>_<attention>
+    message = result.stderr
+    for path in (REPO_ROOT / "conf" / "experiment").glob("*.yaml"):
+        head, _, tail = path.stem.rpartition("_")
+        assert path.stem in message or (tail in attention_choices() and f"{head}_<attention>" in message), path.stem
+    assert len(message.strip().splitlines()) == 1, "one paragraph"

@@ -523,9 +523,9 @@ def context_lines(results: dict[str, Any]) -> list[str]:
         if not isinstance(value, float) or not levels:
             continue
         best = max(levels.values())
-        baselines = "; ".join(f"{level:.3f} for {what}" for what, level in levels.items())
+        baselines = ", ".join(f"{level:.3f} for {what}" for what, level in levels.items())
         lines.append(
-            f"In context: test/{metric} = {value:.3f}, {value / best:.1f}x the best score without recall or learning "
-            f"({baselines})."
+            f"In context: test/{metric} = {value:.3f}, {value / best:.1f}x the best a model scores without learning "
+            f"the task: {baselines}."
         )
     return lines

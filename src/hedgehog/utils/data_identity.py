@@ -60,16 +60,20 @@ def relative_name(path: Path, data_dir: str | Path | None) -> str:
 
 
 def file_identity(path: str | Path, data_dir: str | Path | None = None) -> dict[str, Any]:
-    """``{"path", "bytes", "lines", "sha256"}`` of one file (lines: number of newline characters)."""
+    """``{"path", "bytes", "lines", "sha256"}`` of one file (lines: newline-terminated lines, plus a last line
+    without a newline if there is one)."""
     path = Path(path)
     digest = hashlib.sha256()
     lines = 0
     size = 0
+    last = b"\n"
     with open(path, "rb") as file:
         while chunk := file.read(CHUNK):
             digest.update(chunk)
             lines += chunk.count(b"\n")
             size += len(chunk)
+            last = chunk[-1:]
+    lines += last != b"\n"
     return {"path": relative_name(path, data_dir), "bytes": size, "lines": lines, "sha256": digest.hexdigest()}
 
 

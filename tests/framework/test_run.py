@@ -12,6 +12,7 @@ import pytest
 
 from conftest import REPO_ROOT, TINY_MQAR, run_py
 from hedgehog.report import main as report_main
+from hedgehog.utils.provenance import code_version
 from hedgehog.utils.validation import attention_choices
 
 QUIET = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
@@ -42,6 +43,8 @@ def test_mqar_run_writes_results_csv_and_offline_wandb(tmp_path):
     for key in ("test/acc", "test/loss", "test/ppl", "val/acc", "val/loss"):
         assert 0 <= results["metrics"][key] < float("inf"), key
     assert len(results["config_hash"]) == 12 and results["git"]["commit"]
+    assert results["git"] == code_version()  # the checkout of the code that ran, and whether it was dirty
+    assert results["data_files"] == [] and results["chance"]["acc"]  # MQAR reads no files; its chance levels
     assert results["device"]["world_size"] == 1 and results["wall_time_s"] > 0 and results["seed"] == 0
     assert (run_dir / "csv" / "metrics.csv").is_file() and (run_dir / "csv" / "hparams.yaml").is_file()
     assert "attention" in (run_dir / "csv" / "hparams.yaml").read_text()

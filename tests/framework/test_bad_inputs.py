@@ -102,3 +102,8 @@ def test_a_good_command_still_runs_after_the_checks(tmp_path, tiny_mqar):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Results: " in result.stdout
     assert list(Path(tmp_path).rglob("results.json"))
+
+
+def test_readme_states_how_many_bad_inputs_are_checked():
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert f"`tests/framework/test_bad_inputs.py` runs {len(BAD_INPUTS)} such commands" in " ".join(readme.split())

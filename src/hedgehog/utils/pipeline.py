@@ -515,17 +515,27 @@ def _summary(results: dict[str, Any], path: Path) -> str:
     )
 
 
+LOWER_IS_BETTER = ("ppl", "loss")
+
+
 def context_lines(results: dict[str, Any]) -> list[str]:
-    """One line per test metric that has chance levels: the result beside what it would be without learning."""
+    """One line per test metric with chance levels: the result beside what a model scores without learning."""
     lines = []
     for metric, levels in (results.get("chance") or {}).items():
         value = results["metrics"].get(f"test/{metric}")
-        if not isinstance(value, float) or not levels:
+        if not isinstance(value, float) or not levels or value <= 0:
             continue
-        best = max(levels.values())
-        baselines = ", ".join(f"{level:.3f} for {what}" for what, level in levels.items())
+        baselines = ", ".join(f"{_number(level)} for {what}" for what, level in levels.items())
+        if metric.endswith(LOWER_IS_BETTER):
+            factor, direction = min(levels.values()) / value, "lower"
+        else:
+            factor, direction = value / max(levels.values()), "higher"
         lines.append(
-            f"In context: test/{metric} = {value:.3f}, {value / best:.1f}x the best a model scores without learning "
-            f"the task: {baselines}."
+            f"In context: test/{metric} = {_number(value)}, {factor:.1f}x {direction} than the best a model scores "
+            f"without learning the task: {baselines}."
         )
     return lines
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"

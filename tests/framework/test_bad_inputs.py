@@ -107,3 +107,20 @@ def test_a_good_command_still_runs_after_the_checks(tmp_path, tiny_mqar):
 def test_readme_states_how_many_bad_inputs_are_checked():
     readme = (REPO_ROOT / "README.md").read_text()
     assert f"`tests/framework/test_bad_inputs.py` runs {len(BAD_INPUTS)} such commands" in " ".join(readme.split())
+
+
+def test_a_hub_model_that_cannot_be_loaded_is_named_at_build_time_too(monkeypatch):
+    """Behind the check before torch (say the hub answered it, then failed): loading raises an error that the
+    pipeline reports as one paragraph, naming the model and the offline ways forward."""
+    from hedgehog.models.pretrained import PretrainedNotAvailable, load_tokenizer
+    from hedgehog.utils.errors import ModelNotFoundError
+    from hedgehog.utils.pipeline import build_errors
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError) as info:
+        with build_errors("data"):
+            load_tokenizer("nobody-here/no-such-model")
+    message = str(info.value)
+    assert isinstance(info.value.__context__, PretrainedNotAvailable)
+    assert "'nobody-here/no-such-model' is not on this machine" in message and "minilm" in message
+    assert "\n" not in message

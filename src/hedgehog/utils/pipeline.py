@@ -391,6 +391,10 @@ def _train_in(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any]:
 
     if "attention_backend" in cfg:
         set_backend(cfg.attention_backend)
+    if cfg.get("cpu_threads") is not None:
+        import torch
+
+        torch.set_num_threads(int(cfg.cpu_threads))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
     identities = data_identity.identify(data_identity.data_files(datamodule, cfg.data), data_dir)

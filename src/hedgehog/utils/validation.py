@@ -44,6 +44,7 @@ KNOWN_TOP_LEVEL_KEYS = {
     "paths": "where data and logs are",
     "attention": "attention type and options (conf/attention/)",
     "attention_backend": "auto (Triton kernels on CUDA), torch (PyTorch reference only) or triton",
+    "cpu_threads": "CPU threads torch may use (null: torch's default)",
     "model": "the network (conf/model/)",
     "data": "the DataModule (conf/data/)",
     "regime": "the LightningModule (conf/regime/)",
@@ -160,6 +161,9 @@ def _check_scalars(cfg: DictConfig) -> None:
     seed = cfg.get("seed")
     if not (isinstance(seed, int) and not isinstance(seed, bool)):
         raise ConfigError(f"seed: expected an int, got {seed!r} ({type(seed).__name__}); e.g. seed=0")
+    threads = cfg.get("cpu_threads")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise ConfigError(f"cpu_threads: expected a positive int or null, got {threads!r}; e.g. cpu_threads=1")
     if not isinstance(cfg.get("task_name"), str) or not cfg.task_name:
         raise ConfigError(f"task_name: expected a non-empty string, got {cfg.get('task_name')!r}")
     if "attention_backend" in cfg:

@@ -374,8 +374,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         return _train_in(cfg, run_dir, started)
     with RunLock(run_dir) as lock:
         if lock.taken_over:
-            say(f"Took over the run folder from {lock.taken_over.get('pid')} on {lock.taken_over.get('host')}, "
-                f"which no longer runs.")
+            say(f"Took over the run folder from process {lock.taken_over.get('pid')} on host "
+                f"{lock.taken_over.get('host')}, which no longer runs.")
         return _train_in(cfg, run_dir, started)
 
 

@@ -24,6 +24,7 @@ BAD_INPUTS = [
     (["trainer=tpu"], ["unknown trainer 'tpu'", "cpu", "ddp", "fsdp"]),
     (["logger=tensorboard"], ["unknown logger 'tensorboard'", "csv", "wandb"]),
     (["hparams_search=nope"], ["unknown hparams_search 'nope'", "mqar_attention_lr"]),
+    (["hydra/launcher=basik"], ["unknown hydra/launcher 'basik' (did you mean 'basic'?)"]),
     (["foo.bar=1"], ["unknown key 'foo.bar'", "the config has no key 'foo'", "trainer", "+foo.bar=<value>"]),
     (["model.d_modle=32"], ["unknown key 'model.d_modle'", "did you mean 'd_model'?"]),
     (["+model.d_modle=32"], ["model.d_modle", "GPT takes no argument 'd_modle'", "did you mean 'd_model'?"]),

@@ -58,7 +58,7 @@ def hydra_error_message(error: BaseException, config_dir: Path) -> str | None:
     from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 
     if isinstance(error, MissingConfigException) and error.missing_cfg_file:
-        return unknown_option_message(str(error.missing_cfg_file), config_dir)
+        return unknown_option_message(str(error.missing_cfg_file), config_dir, list(error.options or []))
     if isinstance(error, OverrideParseException):
         return (
             f"cannot read the override {error.override!r}: {_one_line(error.message)}. Overrides look like "
@@ -78,9 +78,14 @@ def hydra_error_message(error: BaseException, config_dir: Path) -> str | None:
     return None
 
 
-def unknown_option_message(missing: str, config_dir: Path) -> str:
-    """``experiment/nope`` -> unknown experiment 'nope', did you mean..., the choices of conf/experiment/."""
+def unknown_option_message(missing: str, config_dir: Path, hydra_options: list[str] | None = None) -> str:
+    """``experiment/nope`` -> unknown experiment 'nope', did you mean..., the choices of conf/experiment/. Hydra's
+    own groups (``hydra/launcher/nope``) list the options Hydra found."""
     group, _, name = missing.partition("/")
+    if group == "hydra":
+        group, _, name = missing.rpartition("/")
+        options = ", ".join(hydra_options or []) or "none"
+        return f"unknown {group} {name!r}{_did_you_mean(name, hydra_options or [])}. Choices: {options}."
     choices = group_options(config_dir, group)
     if not choices:
         return f"no config {missing!r}: conf/{missing}.yaml does not exist."

@@ -103,7 +103,8 @@ def _package_of(module: str) -> str:
     return module if path is not None and path.name == "__init__.py" else module.rpartition(".")[0]
 
 
-def _absolute(module: str, node: ast.ImportFrom) -> str:
+def absolute_module(module: str, node: ast.ImportFrom) -> str:
+    """The module a ``from ... import`` statement of ``module`` imports from, relative imports resolved."""
     if not node.level:
         return node.module or ""
     base = _package_of(module).split(".")
@@ -131,7 +132,7 @@ def _bindings_of(statement: ast.stmt, module: str) -> dict[str, Binding]:
                 top = alias.name.split(".")[0]
                 found[top] = Binding("module", module, target=top)
     elif isinstance(statement, ast.ImportFrom):
-        source = _absolute(module, statement)
+        source = absolute_module(module, statement)
         for alias in statement.names:
             if alias.name != "*":
                 found[alias.asname or alias.name] = Binding("import", module, target=f"{source}.{alias.name}")

@@ -35,7 +35,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue, OmegaConfBaseException
 
 from hedgehog.utils.errors import ConfigError, DataNotFoundError
-from hedgehog.utils.static_signature import parse_module, static_constant, static_signature
+from hedgehog.utils.static_signature import absolute_module, parse_module, static_constant, static_signature
 
 # Top-level keys run.py understands. A key outside this set is a typo or a leftover: it would be ignored.
 KNOWN_TOP_LEVEL_KEYS = {
@@ -63,7 +63,7 @@ PATH_KEY_SUFFIXES = ("_dir", "_path", "_file")
 # for the Lightning arguments that read it as "all" or "no limit".
 COUNT_ARGUMENT = re.compile(
     r"^(num|n|max|min)_|_(steps|size|len|length|samples|blocks|pairs|dim|epochs|batches|interval|workers|tokens|"
-    r"heads|layers|labels|pairs|k)$|^(devices|d_model|vocab_size|refresh_rate|accumulate_grad_batches|"
+    r"heads|layers|labels|k)$|^(devices|d_model|vocab_size|refresh_rate|accumulate_grad_batches|"
     r"log_every_n_steps|every_n_train_steps|every_n_epochs|patience)$"
 )
 MINUS_ONE_MEANS_ALL = {"max_steps", "max_epochs", "num_sanity_val_steps", "devices", "save_top_k"}
@@ -208,13 +208,14 @@ def attention_registry() -> dict[str, str]:
     registry = {SOFTMAX: ""}
     package = parse_module(FEATURE_MAPS_PACKAGE)
     for statement in package.body if package is not None else []:
-        if not isinstance(statement, ast.ImportFrom) or not statement.module:
+        if not isinstance(statement, ast.ImportFrom):
             continue
-        module = parse_module(statement.module)
+        source = absolute_module(FEATURE_MAPS_PACKAGE, statement)
+        module = parse_module(source)
         for node in module.body if module is not None else []:
             name = _registered_name(node) if isinstance(node, ast.ClassDef) else None
             if name is not None:
-                registry.setdefault(name, f"{statement.module}.{node.name}")
+                registry.setdefault(name, f"{source}.{node.name}")
     if len(registry) > 1:
         return registry
     from hedgehog.attention.registry import ATTENTION_NAMES, feature_map_class

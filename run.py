@@ -1,33 +1,39 @@
 """Train, test and record one run: ``python run.py [experiment=<name>] [key=value ...]`` (see README.md).
 
-Hydra composes ``conf/train.yaml`` with the overrides; ``hedgehog.utils.pipeline.train`` does the rest and
-writes ``results.json`` into the run folder. Errors the user can fix (a bad config value, a missing data
-file, a diverging loss) end the run with a one-paragraph message and exit status 2.
+Hydra composes ``conf/train.yaml`` with the overrides; ``hedgehog.utils.preflight`` checks the config, the run
+folder and the pretrained models before torch is imported; ``hedgehog.utils.pipeline.train`` does the rest and
+writes ``results.json`` into the run folder. Errors the user can fix (an unknown experiment or key, a bad value,
+missing data, an unwritable log folder, a bad checkpoint, a diverging loss) end the run with a one-paragraph
+message and exit status 2 (``hedgehog.utils.cli_errors``).
 """
 
 import os
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 import hedgehog.utils.resolvers  # noqa: F401  (registers the ${hh.*} resolvers used in conf/)
-from hedgehog.utils.errors import HedgehogError
+from hedgehog.utils.cli_errors import errors_in_one_paragraph
 
-os.environ.setdefault("HEDGEHOG_ROOT", str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parent
+CONFIG_DIR = ROOT / "conf"
+os.environ.setdefault("HEDGEHOG_ROOT", str(ROOT))
+os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors instead of printing them: they are reported below
 
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from hedgehog.utils.pipeline import train
+    with errors_in_one_paragraph(CONFIG_DIR):
+        from hedgehog.utils.preflight import preflight
 
-    try:
+        preflight(cfg, CONFIG_DIR)  # before torch: a bad command costs a second
+
+        from hedgehog.utils.pipeline import train
+
         train(cfg)
-    except HedgehogError as error:
-        print(f"\nerror: {error}\n", file=sys.stderr, flush=True)
-        sys.exit(error.exit_code)
 
 
 if __name__ == "__main__":
-    main()
+    with errors_in_one_paragraph(CONFIG_DIR):
+        main()

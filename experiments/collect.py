@@ -21,6 +21,11 @@ decay; 2,000 and 6,000 steps), and the multi-seed families ``mqar_seeds`` / ``ab
 ``<setting>_s<seed>``; WikiText runs named that way get a seed table too); the analysis and
 efficiency scripts write their own JSON (``analysis/analysis_<model>.json``, ``efficiency/efficiency.json``).
 When the same run exists in several batches, tables use the latest batch (by name) and say which.
+
+Every table says in its ``code`` column which rows come from code that is not a commit on main (of this
+repository): ``uncommitted changes (<commit>)`` for a run whose checkout had uncommitted changes, ``not on main
+(<commit>)`` for a commit that main does not contain, ``unknown`` where the run recorded no commit; the column is
+empty for runs of code on main (``hedgehog.utils.provenance``).
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from pathlib import Path
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+from hedgehog.utils.provenance import code_label  # noqa: E402
 RESULTS = ROOT / "experiments" / "results"
 FIGURES = ROOT / "experiments" / "figures"
 ATTENTION_ORDER = ["softmax", "hedgehog", "taylor", "elu", "performer", "cosformer", "t2r"]
@@ -113,7 +120,8 @@ def _flat(prefix: str, value, out: dict) -> None:
         out[prefix] = value
 
 
-def load_runs(runs_dir: Path) -> pd.DataFrame:
+def load_runs(runs_dir: Path, repository: Path = ROOT) -> pd.DataFrame:
+    """One row per run: its record's fields, every metric, and ``code`` (see the module docstring)."""
     rows = []
     for path in sorted(runs_dir.rglob("results.json")):
         rel = path.parent.relative_to(runs_dir)
@@ -137,6 +145,7 @@ def load_runs(runs_dir: Path) -> pd.DataFrame:
             "device_name": (r.get("device") or {}).get("name"),
             "precision": (r.get("device") or {}).get("precision"),
             "git_commit": (r.get("git") or {}).get("commit"),
+            "code": code_label(r.get("git"), repository),
             "config_hash": r.get("config_hash"),
             "steps": ";".join(f"{k}:{v.get('global_step')}" for k, v in (r.get("stages") or {}).items()),
             "attention_options": json.dumps(r.get("attention_options") or {}, sort_keys=True),
@@ -198,6 +207,7 @@ def _csv_only_runs(runs_dir: Path, have: set[Path]) -> list[dict]:
             "data": f"glue/{task}" if task else None, "task": task, "status": "csv-only", "seed": cfg.get("seed"),
             "attention_options": json.dumps((cfg.get("attention") or {}).get("options") or {}, sort_keys=True),
             "overrides": " ".join(overrides), "steps": f"last logged step {int(log['step'].max())}" if "step" in log else "",
+            "code": code_label(None, runs_dir),
             **final,
         })
     return rows
@@ -266,13 +276,24 @@ def _col(df: pd.DataFrame, name: str) -> pd.Series:
     return df[name] if name in df.columns else pd.Series([float("nan")] * len(df), index=df.index)
 
 
+def _code(df: pd.DataFrame) -> pd.Series:
+    """The ``code`` mark of each run (empty for code on main)."""
+    return df["code"].fillna("") if "code" in df.columns else pd.Series([""] * len(df), index=df.index)
+
+
+def _marks(values) -> str:
+    """The distinct non-empty ``code`` marks of several runs, for a row that combines them."""
+    return "; ".join(sorted({str(v) for v in values if isinstance(v, str) and v}))
+
+
 def table_mqar(runs: pd.DataFrame, family: str) -> pd.DataFrame:
     df = latest(runs[runs["family"] == family], ["name"])
     if df.empty:
         return df
     t = pd.DataFrame({"attention": df["attention"], "test_acc": _col(df, "test/acc"), "val_acc": _col(df, "val/acc"),
                       "test_loss": _col(df, "test/loss"), "steps": df["steps"], "seed": df["seed"],
-                      "device": df["device_name"], "wall_time_s": df["wall_time_s"], "batch": df["batch"]})
+                      "device": df["device_name"], "wall_time_s": df["wall_time_s"], "batch": df["batch"],
+                      "code": _code(df)})
     return t.set_index("attention").loc[_order(t["attention"])].reset_index()
 
 
@@ -282,7 +303,7 @@ def table_wikitext(runs: pd.DataFrame) -> pd.DataFrame:
         return df
     t = pd.DataFrame({"attention": df["attention"], "test_ppl": _col(df, "test/ppl"), "test_loss": _col(df, "test/loss"),
                       "steps": df["steps"], "seed": df["seed"], "device": df["device_name"],
-                      "wall_time_s": df["wall_time_s"], "batch": df["batch"]})
+                      "wall_time_s": df["wall_time_s"], "batch": df["batch"], "code": _code(df)})
     return t.set_index("attention").loc[_order(t["attention"])].reset_index()
 
 
@@ -308,6 +329,7 @@ def table_seeds(runs: pd.DataFrame, family: str, metric: str, label: str = "atte
             "per_seed": " ".join(f"s{int(sd)}={v:.4g}" for sd, v in zip(g["seed"], vals)),
             "steps_per_seed": " ".join(f"s{int(sd)}={st.split(':')[-1]}" for sd, st in zip(g["seed"], g["steps"])),
             "batches": " ".join(sorted(set(g["batch"]))),
+            "code": _marks(_code(g)),
         })
     t = pd.DataFrame(rows)
     if label == "attention":
@@ -322,7 +344,7 @@ def table_glue(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         return df, df
     long = pd.DataFrame({"task": df["task"], "attention": df["attention"], "score": _col(df, "test/score"),
                          "teacher_score": _col(df, "teacher/test/score"), "steps": df["steps"], "seed": df["seed"],
-                         "batch": df["batch"]})
+                         "batch": df["batch"], "code": _code(df)})
     long["recovered_pct"] = 100 * long["score"] / long["teacher_score"]
     tasks = [t for t in GLUE_TASKS if t in set(long["task"])] + sorted(set(long["task"]) - set(GLUE_TASKS))
     wide = long.pivot_table(index="attention", columns="task", values="score").reindex(columns=tasks)
@@ -331,6 +353,7 @@ def table_glue(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     wide["average"] = wide[tasks].mean(axis=1, skipna=False)
     rec = long.pivot_table(index="attention", columns="task", values="recovered_pct").reindex(columns=tasks)
     wide["recovered_pct_avg"] = rec.mean(axis=1, skipna=False)
+    wide["code"] = long.groupby("attention")["code"].agg(_marks)
     wide = wide.loc[_order(wide.index)].reset_index()
     att_rank = {a: i for i, a in enumerate(_order(long["attention"]))}
     task_rank = {t: i for i, t in enumerate(tasks)}
@@ -365,12 +388,12 @@ def table_ablations(runs: pd.DataFrame, family: str, reference: pd.DataFrame | N
         for _, r in reference.iterrows():
             rows.append({"setting": "hedgehog (default)", "task": r.get("task"), metric: r.get(metric),
                          "teacher_score": r.get("teacher/test/score"), "steps": r["steps"], "batch": r["batch"],
-                         "run": r["run_dir"]})
+                         "run": r["run_dir"], "code": r.get("code") or ""})
     for _, r in df.iterrows():
         label = {"reference": "hedgehog (default)", "teacher": "softmax (teacher)"}.get(_ablation_label(r), _ablation_label(r))
         rows.append({"setting": label, "task": r.get("task"), metric: r.get(metric),
                      "teacher_score": r.get("teacher/test/score"), "steps": r["steps"], "batch": r["batch"],
-                     "run": r["run_dir"]})
+                     "run": r["run_dir"], "code": r.get("code") or ""})
     t = pd.DataFrame(rows)
     if t.empty:
         return t
@@ -471,18 +494,20 @@ def table_smollm2(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     for _, r in wt.iterrows():
         arm, _, phase = str(r["name"]).partition("_")
         rows.append({"arm": arm, "phase": phase, "test_ppl": r.get("test/ppl"), "steps": r["steps"],
-                     "resumed_from_distilled": bool(r.get("resumed")), "batch": r["batch"]})
+                     "resumed_from_distilled": bool(r.get("resumed")), "batch": r["batch"], "code": r.get("code") or ""})
     wiki = pd.DataFrame(rows)
     if not wiki.empty:
+        codes = wiki.groupby("arm")["code"].agg(_marks)
         wiki = wiki.pivot_table(index="arm", columns="phase", values="test_ppl", aggfunc="first")
         wiki = wiki.reindex(columns=[c for c in ("zeroshot", "distilled", "lora") if c in wiki.columns])
+        wiki["code"] = codes
         wiki = wiki.loc[_order(wiki.index)].reset_index()
     ss = latest(runs[runs["family"] == "samsum_smollm2"], ["name"])
     rows = []
     for _, r in ss.iterrows():
         rows.append({"arm": r["name"], "attention": r["attention"], "rouge1": r.get("test/rouge1"),
                      "rouge2": r.get("test/rouge2"), "rougeL": r.get("test/rougeL"), "rougeLsum": r.get("test/rougeLsum"),
-                     "steps": r["steps"], "batch": r["batch"]})
+                     "steps": r["steps"], "batch": r["batch"], "code": r.get("code") or ""})
     samsum = pd.DataFrame(rows)
     if not samsum.empty:
         base = samsum.loc[samsum["arm"] == "zeroshot", "rouge1"]
@@ -651,13 +676,15 @@ def figures(tables: dict, fig_dir: Path) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-def collect(sources: list[Path], results_dir: Path = RESULTS, fig_dir: Path = FIGURES) -> dict:
+def collect(sources: list[Path], results_dir: Path = RESULTS, fig_dir: Path = FIGURES, repository: Path = ROOT) -> dict:
+    """Unpack ``sources``, tabulate every run under ``results_dir/runs`` and draw the figures; ``repository`` is
+    the git checkout whose main branch the ``code`` columns compare run commits with."""
     runs_dir = results_dir / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
     for src in sources:
         batch = unpack(src, runs_dir, fig_dir)
         print(f"collect: unpacked {src} -> {runs_dir / batch}")
-    runs = load_runs(runs_dir)
+    runs = load_runs(runs_dir, repository)
     jobs = load_jobs(runs_dir)
     tables: dict[str, pd.DataFrame] = {}
     if not runs.empty:

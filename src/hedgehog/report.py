@@ -3,7 +3,8 @@
     python -m hedgehog.report logs/train/multiruns/<sweep folder> [--metrics test/acc test/ppl] [--out DIR]
 
 Every ``results.json`` under the folder becomes one row (attention, experiment, the chosen metrics, wall
-time, run folder). Writes ``report.md`` and ``report.png`` (one bar chart per metric, one bar per run) into
+time, run folder, and ``code``: empty when the run's code was a commit on main, else what it was, e.g.
+``uncommitted changes (1a2b3c4d)`` or ``not on main (5e6f7a8b)``; ``hedgehog.utils.provenance``). Writes ``report.md`` and ``report.png`` (one bar chart per metric, one bar per run) into
 ``--out`` (default: the folder itself) and prints the table.
 """
 
@@ -16,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hedgehog.utils.provenance import code_label, code_version
 from hedgehog.utils.results import RESULTS_FILE
 
 # Shown first when present, in this order; then every other test/ metric.
@@ -53,9 +55,13 @@ def _format(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def markdown_table(runs: list[dict[str, Any]], metrics: list[str], root: str | Path | None = None) -> str:
-    """One row per run: attention, experiment, metrics, wall time, run folder (relative to ``root``)."""
-    header = ["attention", "experiment", *metrics, "wall time (s)", "run"]
+def markdown_table(runs: list[dict[str, Any]], metrics: list[str], root: str | Path | None = None,
+                   repository: str | Path | None = None) -> str:
+    """One row per run: attention, experiment, metrics, wall time, run folder (relative to ``root``), and where
+    its code was not a commit on main of ``repository`` (default: the checkout of the imported package), which."""
+    if repository is None:
+        repository = code_version().get("repository") or "."
+    header = ["attention", "experiment", *metrics, "wall time (s)", "run", "code"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for run in runs:
         folder = Path(run.get("run_dir", ""))
@@ -70,6 +76,7 @@ def markdown_table(runs: list[dict[str, Any]], metrics: list[str], root: str | P
             *(_format(run.get("metrics", {}).get(m)) for m in metrics),
             _format(run.get("wall_time_s")),
             str(folder),
+            code_label(run.get("git"), repository),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -162,3 +162,23 @@ class TwoStageModule(L.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+
+class WaitForFile(L.Callback):
+    """At optimizer step ``step``, wait until the file ``path`` exists (at most ``timeout_s``): holds a run in the
+    middle of training while a test does something beside it."""
+
+    def __init__(self, step: int, path: str, timeout_s: float = 120.0) -> None:
+        self.step, self.path, self.timeout_s = step, path, timeout_s
+        self.waited = False
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        import time
+        from pathlib import Path
+
+        if self.waited or trainer.global_step < self.step:
+            return
+        self.waited = True
+        deadline = time.monotonic() + self.timeout_s
+        while not Path(self.path).exists() and time.monotonic() < deadline:
+            time.sleep(0.1)

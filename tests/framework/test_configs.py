@@ -99,15 +99,6 @@ def test_experiment_composes_validates_and_builds(experiment, tmp_path):
     assert checkpoints and all(Path(c.dirpath) == tmp_path / "checkpoints" / stages[0].name for c in checkpoints)
 
 
-def test_default_job_is_mqar_with_hedgehog_on_cpu(tmp_path):
-    cfg = compose_config([], tmp_path)
-    assert cfg.attention.name == "hedgehog"
-    assert cfg.data._target_.endswith("MQARDataModule")
-    assert cfg.model._target_.endswith("GPT")
-    assert cfg.trainer.accelerator == "cpu"
-    assert OmegaConf.select(cfg, "logger.wandb.offline") is True
-
-
 def test_command_line_attention_wins_over_the_experiments(tmp_path):
     cfg = compose_config(["experiment=mqar_softmax", "attention=elu"], tmp_path)
     assert cfg.attention.name == "elu"

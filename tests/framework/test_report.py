@@ -28,9 +28,9 @@ def test_table_has_one_row_per_run_with_its_metrics(tmp_path):
     assert metrics == ["test/acc", "test/loss"]
     table = markdown_table(runs, metrics, root=tmp_path)
     lines = table.strip().splitlines()
-    assert lines[0] == "| attention | experiment | test/acc | test/loss | wall time (s) | run |"
+    assert lines[0] == "| attention | experiment | test/acc | test/loss | wall time (s) | run | code |"
     assert len(lines) == 2 + 3
-    assert lines[3] == "| hedgehog | mqar | 0.97 | 0.03 | 11 | 1__attention=hedgehog |"
+    assert lines[3] == "| hedgehog | mqar | 0.97 | 0.03 | 11 | 1__attention=hedgehog | unknown |"  # no commit recorded
 
 
 def test_cli_writes_markdown_and_png(tmp_path, capsys):

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_MQAR, run_py
+from conftest import REPO_ROOT, TINY_MQAR, run_py
 from hedgehog.report import main as report_main
+from hedgehog.utils.provenance import code_version
 from hedgehog.utils.validation import attention_choices
 
 QUIET = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
@@ -42,6 +43,8 @@ def test_mqar_run_writes_results_csv_and_offline_wandb(tmp_path):
     for key in ("test/acc", "test/loss", "test/ppl", "val/acc", "val/loss"):
         assert 0 <= results["metrics"][key] < float("inf"), key
     assert len(results["config_hash"]) == 12 and results["git"]["commit"]
+    assert results["git"] == code_version()  # the checkout of the code that ran, and whether it was dirty
+    assert results["data_files"] == [] and results["chance"]["acc"]  # MQAR reads no files; its chance levels
     assert results["device"]["world_size"] == 1 and results["wall_time_s"] > 0 and results["seed"] == 0
     assert (run_dir / "csv" / "metrics.csv").is_file() and (run_dir / "csv" / "hparams.yaml").is_file()
     assert "attention" in (run_dir / "csv" / "hparams.yaml").read_text()
@@ -144,8 +147,13 @@ def test_cli_bad_attention_name_exits_2_with_one_paragraph(tmp_path):
     assert not (tmp_path / "train").exists() or not list((tmp_path / "train").rglob("*.ckpt"))
 
 
-def test_cli_unknown_experiment_lists_the_choices(tmp_path):
+def test_cli_unknown_experiment_lists_the_choices_compactly(tmp_path):
     result = run_py(["experiment=mqar_hedgehogg"], tmp_path)
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "Could not find 'experiment/mqar_hedgehogg'" in result.stderr
-    assert "mqar_hedgehog" in result.stderr and "wikitext_gpt_softmax" in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "unknown experiment 'mqar_hedgehogg' (did you mean 'mqar_hedgehog'?)" in result.stderr
+    # every experiment file is covered by the compact list: a name, or a family <name>_<attention>
+    message = result.stderr
+    for path in (REPO_ROOT / "conf" / "experiment").glob("*.yaml"):
+        head, _, tail = path.stem.rpartition("_")
+        assert path.stem in message or (tail in attention_choices() and f"{head}_<attention>" in message), path.stem
+    assert len(message.strip().splitlines()) == 1, "one paragraph"

@@ -89,7 +89,7 @@ def test_unknown_top_level_key(tmp_path):
 
 
 def test_unset_mandatory_value(tmp_path):
-    message = error_for(["data.num_kv_pairs=???"], tmp_path)
+    message = error_for(["experiment=mqar", "data.num_kv_pairs=???"], tmp_path)
     assert "data.num_kv_pairs" in message and "must be set" in message
 
 

@@ -232,6 +232,11 @@ class GLUEDataModule(PretrainedTokenizerMixin, DataModuleBase):
                 return candidate
         return self.data_dir / "glue" / self.spec.folder
 
+    def data_files(self) -> list[Path]:
+        """The local TSVs this task reads (none when it comes from the hub)."""
+        folder = self.task_dir()
+        return [path for path in (folder / "train.tsv", folder / self.spec.dev_file) if path.is_file()]
+
     def load_examples(self) -> dict[str, list[Example]]:
         """Raw ``{"train", "validation", "test"}`` examples, split as the module docstring says."""
         folder = self.task_dir()

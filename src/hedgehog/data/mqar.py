@@ -122,8 +122,26 @@ class MQARDataModule(DataModuleBase):
         self.save_hyperparameters()
         self.vocab_size = vocab_size
         self.seq_len = seq_len
+        self.num_kv_pairs = num_kv_pairs
         sizes = {"train": num_train, "val": num_val, "test": num_test}
         self.datasets = {
             split: MQARDataset(n, vocab_size, seq_len, num_kv_pairs, seed, split, power_a)
             for split, n in sizes.items()
+        }
+
+    def data_files(self) -> list:
+        """No files: every example is generated from the seed."""
+        return []
+
+    def chance_levels(self) -> dict[str, dict[str, float]]:
+        """Recall accuracy without recall: guessing any value (values are drawn from ``vocab_size - vocab_size // 2``
+        tokens), and guessing one of the ``num_kv_pairs`` values in the sequence (the plateau a model sits on
+        until it learns to recall)."""
+        values = self.vocab_size - self.vocab_size // 2
+        return {
+            "acc": {
+                f"a random value (1/{values})": 1.0 / values,
+                f"a random one of the {self.num_kv_pairs} values in the sequence (1/{self.num_kv_pairs})":
+                    1.0 / self.num_kv_pairs,
+            }
         }

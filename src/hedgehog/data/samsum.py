@@ -152,11 +152,20 @@ class SAMSumDataModule(PretrainedVocabMixin, DataModuleBase):
         return {"input_ids": prompt, "reference": row["summary"], "id": row["id"]}
 
     # --- data ---------------------------------------------------------------------------------------------
-    def load_rows(self) -> dict[str, list[dict[str, str]]]:
+    def local_files(self) -> tuple[Path, Path]:
+        """Where the train and test JSONL files are looked for: ``<data_dir>/samsum/`` or ``<data_dir>/``."""
         folder = self.data_dir / "samsum"
         if not folder.is_dir() and (self.data_dir / "train.jsonl").is_file():
             folder = self.data_dir
-        train_file, test_file = folder / "train.jsonl", folder / "test.jsonl"
+        return folder / "train.jsonl", folder / "test.jsonl"
+
+    def data_files(self) -> list[Path]:
+        """The local files this DataModule reads (none when the dialogues come from the hub)."""
+        return [path for path in self.local_files() if path.is_file()]
+
+    def load_rows(self) -> dict[str, list[dict[str, str]]]:
+        train_file, test_file = self.local_files()
+        folder = train_file.parent
         if train_file.is_file() or test_file.is_file():
             train, test = read_samsum_jsonl(train_file), read_samsum_jsonl(test_file)
         else:

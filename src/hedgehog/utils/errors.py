@@ -28,3 +28,24 @@ class RunInterrupted(HedgehogError):
     """The run was interrupted (Ctrl-C); rerunning the same command resumes it."""
 
     exit_code = 130
+
+
+class RunFolderBusy(HedgehogError):
+    """Another live process runs in the same run folder (``hedgehog.utils.run_lock``)."""
+
+
+class CheckpointError(HedgehogError):
+    """A checkpoint cannot be read (truncated, damaged, another format) or written (disk full)."""
+
+
+class DataMismatchError(HedgehogError):
+    """A data file differs from what it should be: from the data folder's checksums, or from the data the run
+    folder's earlier work was done on."""
+
+
+class LogFolderError(HedgehogError):
+    """The run folder cannot be written, or its disk is full."""
+
+
+class ModelNotFoundError(HedgehogError):
+    """A pretrained model is neither on disk nor downloadable (the Hugging Face hub is unreachable)."""

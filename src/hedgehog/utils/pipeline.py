@@ -2,7 +2,8 @@
 
 ``train(cfg)`` is the whole run:
 
-1. ``validate_config`` (before anything is built), then ``seed_everything(cfg.seed)``;
+1. ``validate_config`` (before anything is built); the run folder is locked for this process
+   (``hedgehog.utils.run_lock``); then ``seed_everything(cfg.seed)``;
 2. build, in this order, from ``_target_`` nodes with ``hydra.utils.instantiate``: the DataModule (``cfg.data``),
    the model (``cfg.model``), the regime's LightningModule (``cfg.regime``), the loggers (``cfg.logger``); an
    argument of the model or the regime that the config leaves out and that has no default is filled in by
@@ -16,6 +17,11 @@
    are not trained again: their ``start_stage`` runs and the last one's ``final.ckpt`` is loaded. A stage with
    ``max_steps=0`` runs ``start_stage`` but trains nothing;
 4. ``trainer.test`` on the final weights, then ``results.json`` in the run folder (``hedgehog.utils.results``).
+
+Data: right after the DataModule is built, the files it reads are identified (size, lines, sha256) and checked
+against the data folder's checksums (``hedgehog.utils.data_identity``); the run folder keeps the identities, and a
+rerun on other data neither resumes nor serves that folder's work. Checkpoints are written atomically and
+checked before a stage resumes from them (``hedgehog.utils.checkpoints``).
 
 Rerunning the same command resumes; a run whose ``results.json`` says ``complete`` is not run again.
 """
@@ -39,14 +45,19 @@ from omegaconf import DictConfig, OmegaConf
 
 from hedgehog.attention.backend import get_backend, set_backend
 from hedgehog.regimes.stages import Stage
-from hedgehog.utils.errors import ConfigError, DataNotFoundError, RunInterrupted
+from hedgehog.utils import data_identity
+from hedgehog.utils.atomic_files import previous_version
+from hedgehog.utils.checkpoints import AtomicCheckpointIO, checked_weights, resume_checkpoint
+from hedgehog.utils.errors import ConfigError, DataMismatchError, DataNotFoundError, ModelNotFoundError, RunInterrupted
+from hedgehog.utils.provenance import code_version
 from hedgehog.utils.results import (
-    RESULTS_FILE, as_floats, config_hash, device_info, git_info, read_results, versions, write_json,
+    RESULTS_FILE, as_floats, config_hash, device_info, read_results, versions, write_json,
 )
 from hedgehog.utils.resume import (
     FINAL_CHECKPOINT, LAST_CHECKPOINT, StepSeed, make_train_loader_resumable, mark_stage_done, restore_weights,
     stage_done,
 )
+from hedgehog.utils.run_lock import RunLock, is_launched_worker
 from hedgehog.utils.validation import locate_target, missing_data_message, target_signature, validate_config
 
 log = logging.getLogger(__name__)
@@ -72,6 +83,11 @@ def build_errors(key: str) -> Iterator[None]:
         raise _as_user_error(key, cause) from None
     except (FileNotFoundError, ValueError, TypeError, MisconfigurationException) as error:
         raise _as_user_error(key, error) from None
+    except OSError as error:  # a pretrained model that could not be loaded
+        converted = _as_user_error(key, error)
+        if converted is error:
+            raise
+        raise converted from None
 
 
 @contextlib.contextmanager
@@ -84,6 +100,10 @@ def missing_files() -> Iterator[None]:
 
 
 def _as_user_error(key: str, error: BaseException) -> BaseException:
+    from hedgehog.models.pretrained import PretrainedNotAvailable
+
+    if isinstance(error, PretrainedNotAvailable):
+        return ModelNotFoundError(f"{key}: {error}")
     if isinstance(error, FileNotFoundError):
         path = error.filename
         return DataNotFoundError(f"{key}: {error}" if path is None else missing_data_message(None, path) + f" ({error})")
@@ -211,7 +231,17 @@ def build_trainer(cfg: DictConfig, stage: Stage | None, callbacks: list[L.Callba
     if not any(isinstance(c, Checkpoint) for c in callbacks):
         overrides["enable_checkpointing"] = False
     with build_errors("trainer"):
-        return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="all", **overrides)
+        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="all", **overrides)
+    use_atomic_checkpoints(trainer)
+    return trainer
+
+
+def use_atomic_checkpoints(trainer: L.Trainer) -> None:
+    """Give the Trainer's strategy the atomic checkpoint writer, unless it was configured with its own."""
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
 
 
 def log_config(loggers: list[Any], cfg: DictConfig) -> None:
@@ -254,10 +284,11 @@ def _fit_stage(
             logger._prefix = stage.name
             logger.LOGGER_JOIN_CHAR = "/"
     last = stage_dir / LAST_CHECKPOINT
-    if last.is_file():
-        say(f"[{stage.name}] resuming from {last}")
+    resume_from = resume_checkpoint(last, stage.name, stage_dir.parent.parent)
+    if resume_from is not None:
+        say(f"[{stage.name}] resuming from {resume_from}")
     with missing_files():
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=None if resume_from is None else str(resume_from))
     if trainer.interrupted:
         raise RunInterrupted(
             f"interrupted in stage {stage.name!r} at step {trainer.global_step}; rerun the same command to resume "
@@ -309,13 +340,13 @@ def run_stages(
             if index == n_done - 1:
                 final = stage_dir / FINAL_CHECKPOINT
                 if final.is_file():
-                    restore_weights(module, final)
+                    restore_weights(module, checked_weights(final, stage.name))
                 say(f"[{stage.name}] done in an earlier run; weights restored from {final}")
             continue
         if multi and stage.max_steps == 0:
             records[stage.name] = {"metrics": {}, "global_step": 0, "epoch": 0, "skipped": True}
             continue
-        resumed = resumed or (stage_dir / LAST_CHECKPOINT).is_file()
+        resumed = resumed or (stage_dir / LAST_CHECKPOINT).is_file() or previous_version(stage_dir / LAST_CHECKPOINT).is_file()
         trainer, records[stage.name] = _fit_stage(cfg, module, datamodule, loggers, stage, multi, stage_dir)
     if multi:
         for logger in loggers:
@@ -339,16 +370,38 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     _one_copy_of_each_log_line()
     validate_config(cfg)
     run_dir = Path(cfg.paths.output_dir).resolve()
+    if is_launched_worker():  # a rank > 0 of a distributed run: rank 0 holds the run folder's lock
+        return _train_in(cfg, run_dir, started)
+    with RunLock(run_dir) as lock:
+        if lock.taken_over:
+            say(f"Took over the run folder from process {lock.taken_over.get('pid')} on host "
+                f"{lock.taken_over.get('host')}, which no longer runs.")
+        return _train_in(cfg, run_dir, started)
+
+
+def _train_in(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any]:
     results_path = run_dir / RESULTS_FILE
+    data_dir = OmegaConf.select(cfg, "paths.data_dir")
     previous = read_results(results_path)
     if previous is not None and previous.get("status") == "complete":
+        _check_same_data(run_dir, previous.get("data_files"), _current_identities(previous.get("data_files"), data_dir),
+                         complete=True)
         say(f"This run is complete already (delete {run_dir} to run it again). Results: {results_path}")
         return previous
 
     if "attention_backend" in cfg:
         set_backend(cfg.attention_backend)
+    if cfg.get("cpu_threads") is not None:
+        import torch
+
+        torch.set_num_threads(int(cfg.cpu_threads))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
+    identities = data_identity.identify(data_identity.data_files(datamodule, cfg.data), data_dir)
+    data_identity.check_expected(identities, data_dir)
+    _check_same_data(run_dir, data_identity.read_recorded(run_dir), identities, complete=False)
+    if not is_launched_worker():
+        data_identity.record(run_dir, identities, data_dir)
     model = build_model(cfg, datamodule)
     module = build_module(cfg, model, datamodule)
     make_train_loader_resumable(datamodule, cfg.seed)
@@ -376,10 +429,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "regime": _choice(cfg, "regime"),
         "seed": int(cfg.seed),
         "metrics": final_metrics,
+        "chance": chance_levels(datamodule),
         "stages": stage_records,
         "num_parameters": sum(p.numel() for p in module.parameters()),
         "config_hash": config_hash(cfg),
-        "git": git_info(cfg.paths.root_dir),
+        "git": code_version(),
+        "data_dir": None if data_dir is None else str(data_dir),
+        "data_files": identities,
         "wall_time_s": round(time.perf_counter() - started, 3),
         "resumed": resumed,
         "device": device_info(trainer),
@@ -395,6 +451,30 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         say(_summary(results, results_path))
     _close(loggers)
     return results
+
+
+def _current_identities(recorded: list[dict[str, Any]] | None, data_dir: Any) -> list[dict[str, Any]]:
+    """The identities now of the files a run recorded (a file that no longer exists is left out)."""
+    current = []
+    for item in recorded or []:
+        path = Path(item["path"]) if Path(item["path"]).is_absolute() else Path(str(data_dir)) / item["path"]
+        if path.is_file():
+            current.append(data_identity.file_identity(path, data_dir))
+    return current
+
+
+def _check_same_data(run_dir: Path, recorded: list[dict[str, Any]] | None, current: list[dict[str, Any]],
+                     complete: bool) -> None:
+    difference = data_identity.compare(recorded, current)
+    if difference is not None:
+        raise DataMismatchError(data_identity.stale_run_message(run_dir, difference, complete))
+
+
+def chance_levels(datamodule: Any) -> dict[str, dict[str, float]]:
+    """What each metric would be without learning, as the DataModule states it (``chance_levels()``), e.g.
+    ``{"acc": {"a random value": 0.016}}``; empty when it states none."""
+    levels = getattr(datamodule, "chance_levels", None)
+    return dict(levels()) if callable(levels) else {}
 
 
 def _close(loggers: list[Any]) -> None:
@@ -432,7 +512,34 @@ def _summary(results: dict[str, Any], path: Path) -> str:
     metrics = ", ".join(
         f"{k}={v:.4g}" for k, v in results["metrics"].items() if isinstance(v, float) and k.startswith(("test/", "val/"))
     )
+    context = "".join(f"\n{line}" for line in context_lines(results))
     return (
         f"\n{results['experiment'] or 'run'} ({results['attention']} attention): {metrics or 'no metrics'}; "
-        f"{results['wall_time_s']:.0f} s\nResults: {path}\n"
+        f"{results['wall_time_s']:.0f} s{context}\nResults: {path}\n"
     )
+
+
+LOWER_IS_BETTER = ("ppl", "loss")
+
+
+def context_lines(results: dict[str, Any]) -> list[str]:
+    """One line per test metric with chance levels: the result beside what a model scores without learning."""
+    lines = []
+    for metric, levels in (results.get("chance") or {}).items():
+        value = results["metrics"].get(f"test/{metric}")
+        if not isinstance(value, float) or not levels or value <= 0:
+            continue
+        baselines = ", ".join(f"{_number(level)} for {what}" for what, level in levels.items())
+        if metric.endswith(LOWER_IS_BETTER):
+            factor, direction = min(levels.values()) / value, "lower"
+        else:
+            factor, direction = value / max(levels.values()), "higher"
+        lines.append(
+            f"In context: test/{metric} = {_number(value)}, {factor:.1f}x {direction} than the best a model scores "
+            f"without learning the task: {baselines}."
+        )
+    return lines
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"

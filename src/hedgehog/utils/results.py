@@ -7,9 +7,13 @@ Layout (keys always present; metric names as the regime logs them)::
       "experiment": "mqar_hedgehog", "attention": "hedgehog", "attention_options": {...},
       "model": "gpt_tiny", "data": "mqar", "regime": "causal_lm", "seed": 0,
       "metrics": {"test/acc": 0.98, "test/loss": ..., "val/acc": ..., ...},   # final: test + last stage's val
+      "chance": {"acc": {"a random value (1/64)": 0.016, ...}},   # the DataModule's chance_levels(), if any
       "stages": {"train": {"metrics": {"val/acc": ...}, "global_step": 600, "epoch": 1, "wall_time_s": ...}},
       "num_parameters": 123456,
-      "config_hash": "3f2a9c1b7d40", "git": {"commit": "...", "dirty": false},
+      "config_hash": "3f2a9c1b7d40",
+      "git": {"commit": "...", "dirty": false, "changed_files": [], "repository": "/abs/checkout"},   # provenance
+      "data_dir": "/abs/data", "data_files": [{"path": "wikitext/wiki.valid.tokens", "bytes": ..., "lines": ...,
+                                               "sha256": "..."}],   # hedgehog.utils.data_identity
       "wall_time_s": 141.2, "resumed": false,
       "device": {"accelerator": "cpu", "name": "...", "world_size": 1, "precision": "32-true"},
       "versions": {"python": ..., "torch": ..., "lightning": ...},
@@ -24,11 +28,12 @@ import json
 import math
 import os
 import platform
-import subprocess
 from pathlib import Path
 from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
+
+from hedgehog.utils.atomic_files import write_text_atomically
 
 RESULTS_FILE = "results.json"
 # Nodes that say where things are or how they are reported, not what is computed: left out of the hash.
@@ -44,20 +49,6 @@ def config_hash(cfg: DictConfig) -> str:
         container.pop(key, None)
     text = json.dumps(container, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def git_info(root: str | Path) -> dict[str, Any]:
-    """``{"commit": sha or None, "dirty": bool or None}`` of the repository at ``root``."""
-    def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout.strip() if out.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
-    return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
 def device_info(trainer: Any) -> dict[str, Any]:
@@ -99,13 +90,8 @@ def as_floats(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 def write_json(path: str | Path, data: Mapping[str, Any]) -> Path:
-    """Write ``data`` as indented JSON, atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-    tmp.replace(path)
-    return path
+    """Write ``data`` as indented JSON, atomically (temporary file beside it, fsync, rename)."""
+    return write_text_atomically(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def read_results(path: str | Path) -> dict[str, Any] | None:

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, IterableDataset, RandomSampler, Sampler, SequentialSampler
 
+from hedgehog.utils.atomic_files import write_text_atomically
+
 log = logging.getLogger(__name__)
 
 DONE_FILE = "done.json"
@@ -210,12 +212,8 @@ def stage_done(stage_dir: Path) -> dict[str, Any] | None:
 
 
 def mark_stage_done(stage_dir: Path, record: dict[str, Any]) -> None:
-    """Write ``done.json`` atomically (write a temporary file, then rename)."""
-    stage_dir = Path(stage_dir)
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    tmp = stage_dir / (DONE_FILE + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
-    tmp.replace(stage_dir / DONE_FILE)
+    """Write ``done.json`` atomically (a temporary file beside it, fsync, rename)."""
+    write_text_atomically(Path(stage_dir) / DONE_FILE, json.dumps(record, indent=2, sort_keys=True))
 
 
 def restore_weights(module: L.LightningModule, checkpoint_path: Path) -> None:

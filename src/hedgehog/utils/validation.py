@@ -9,17 +9,23 @@ and the fix for the first problem it finds:
 - a key that the ``_target_`` callable of its node does not accept (checked against its signature, for every
   node with a ``_target_``, nested ones included), a required argument that is missing;
 - a value whose type does not match the annotation of the argument it goes to (``trainer.max_steps=abc``);
+- a negative count (``trainer.max_steps=-5``, ``data.batch_size=-1``; -1 stays allowed where Lightning reads it
+  as "all" or "no limit");
 - a data folder (``data.data_dir`` and other ``*_dir``/``*_path``/``*_file`` keys under ``data``) that does not
   exist.
 
-Nothing is instantiated: targets are imported and their signatures inspected.
+Nothing is instantiated and nothing heavy is imported: signatures are read from the targets' source code
+(``hedgehog.utils.static_signature``), so these checks run before torch starts; a target whose source cannot be
+read that way is imported and inspected instead.
 """
 
 from __future__ import annotations
 
+import ast
 import collections.abc
 import difflib
 import inspect
+import re
 import types
 import typing
 from pathlib import Path
@@ -28,9 +34,8 @@ from typing import Any, Literal, Union
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue, OmegaConfBaseException
 
-from hedgehog.attention.backend import validate_backend
-
 from hedgehog.utils.errors import ConfigError, DataNotFoundError
+from hedgehog.utils.static_signature import absolute_module, parse_module, static_constant, static_signature
 
 # Top-level keys run.py understands. A key outside this set is a typo or a leftover: it would be ignored.
 KNOWN_TOP_LEVEL_KEYS = {
@@ -39,6 +44,7 @@ KNOWN_TOP_LEVEL_KEYS = {
     "paths": "where data and logs are",
     "attention": "attention type and options (conf/attention/)",
     "attention_backend": "auto (Triton kernels on CUDA), torch (PyTorch reference only) or triton",
+    "cpu_threads": "CPU threads torch may use (null: torch's default)",
     "model": "the network (conf/model/)",
     "data": "the DataModule (conf/data/)",
     "regime": "the LightningModule (conf/regime/)",
@@ -53,6 +59,18 @@ KNOWN_TOP_LEVEL_KEYS = {
 FILLED_AT_BUILD_TIME = {"model", "regime"}
 HYDRA_KEYS = {"_target_", "_args_", "_partial_", "_convert_", "_recursive_"}
 PATH_KEY_SUFFIXES = ("_dir", "_path", "_file")
+# Arguments that count something (steps, samples, tokens, layers...): a negative value is a mistake, except -1
+# for the Lightning arguments that read it as "all" or "no limit".
+COUNT_ARGUMENT = re.compile(
+    r"^(num|n|max|min)_|_(steps|size|len|length|samples|blocks|pairs|dim|epochs|batches|interval|workers|tokens|"
+    r"heads|layers|labels|k)$|^(devices|d_model|vocab_size|refresh_rate|accumulate_grad_batches|"
+    r"log_every_n_steps|every_n_train_steps|every_n_epochs|patience)$"
+)
+MINUS_ONE_MEANS_ALL = {"max_steps", "max_epochs", "num_sanity_val_steps", "devices", "save_top_k"}
+BACKENDS_CONSTANT = "hedgehog.attention.backend.BACKENDS"
+FEATURE_MAPS_PACKAGE = "hedgehog.attention.feature_maps"
+REGISTER_DECORATOR = "register_feature_map"
+SOFTMAX = "softmax"
 
 
 def validate_config(cfg: DictConfig, config_dir: str | Path | None = None) -> None:
@@ -67,6 +85,7 @@ def validate_config(cfg: DictConfig, config_dir: str | Path | None = None) -> No
     _check_attention(cfg, config_dir)
     for key, node in _target_nodes(cfg):
         _check_target_node(key, node, required=key not in FILLED_AT_BUILD_TIME)
+        _check_counts(key, node)
     _check_data_paths(cfg)
 
 
@@ -142,15 +161,18 @@ def _check_scalars(cfg: DictConfig) -> None:
     seed = cfg.get("seed")
     if not (isinstance(seed, int) and not isinstance(seed, bool)):
         raise ConfigError(f"seed: expected an int, got {seed!r} ({type(seed).__name__}); e.g. seed=0")
+    threads = cfg.get("cpu_threads")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise ConfigError(f"cpu_threads: expected a positive int or null, got {threads!r}; e.g. cpu_threads=1")
     if not isinstance(cfg.get("task_name"), str) or not cfg.task_name:
         raise ConfigError(f"task_name: expected a non-empty string, got {cfg.get('task_name')!r}")
     if "attention_backend" in cfg:
-        try:
-            validate_backend(cfg.attention_backend, "attention_backend")
-        except ValueError as error:
+        backends = attention_backends()
+        if str(cfg.attention_backend).strip().lower() not in backends:
             raise ConfigError(
-                f"{error} (auto = Triton kernels for CUDA inputs, PyTorch otherwise; torch = the reference path only)"
-            ) from None
+                f"attention_backend: unknown attention backend {cfg.attention_backend!r}; valid: {', '.join(backends)} "
+                f"(auto = Triton kernels for CUDA inputs, PyTorch otherwise; torch = the reference path only)"
+            )
     for key in ("model", "data", "regime", "trainer"):
         node = cfg.get(key)
         if not isinstance(node, DictConfig) or "_target_" not in node:
@@ -167,15 +189,55 @@ def _check_scalars(cfg: DictConfig) -> None:
 # --- attention ------------------------------------------------------------------------------------------
 
 
-def attention_choices(config_dir: str | Path | None = None) -> tuple[str, ...]:
-    """Registered attention names (``hedgehog.attention.ATTENTION_NAMES``), or the yaml files in conf/attention/."""
-    try:
-        from hedgehog.attention import ATTENTION_NAMES
+def attention_backends() -> tuple[str, ...]:
+    """The valid ``attention_backend`` values (``hedgehog.attention.backend.BACKENDS``, read without importing)."""
+    backends = static_constant(BACKENDS_CONSTANT)
+    if isinstance(backends, tuple) and backends:
+        return backends
+    from hedgehog.attention.backend import BACKENDS
 
-        return tuple(ATTENTION_NAMES)
-    except ImportError:
-        folder = Path(config_dir) if config_dir else Path(__file__).resolve().parents[3] / "conf"
-        return tuple(sorted(path.stem for path in (folder / "attention").glob("*.yaml")))
+    return tuple(BACKENDS)
+
+
+def attention_registry() -> dict[str, str]:
+    """Attention name -> dotted path of its feature-map class (``""`` for softmax), in registration order.
+
+    Read from the source of ``hedgehog.attention.feature_maps``: the modules its ``__init__`` imports, in order,
+    and their classes decorated with ``@register_feature_map("<name>")``. Falls back to importing the registry.
+    """
+    registry = {SOFTMAX: ""}
+    package = parse_module(FEATURE_MAPS_PACKAGE)
+    for statement in package.body if package is not None else []:
+        if not isinstance(statement, ast.ImportFrom):
+            continue
+        source = absolute_module(FEATURE_MAPS_PACKAGE, statement)
+        module = parse_module(source)
+        for node in module.body if module is not None else []:
+            name = _registered_name(node) if isinstance(node, ast.ClassDef) else None
+            if name is not None:
+                registry.setdefault(name, f"{source}.{node.name}")
+    if len(registry) > 1:
+        return registry
+    from hedgehog.attention.registry import ATTENTION_NAMES, feature_map_class
+
+    return {name: "" if name == SOFTMAX else f"{feature_map_class(name).__module__}.{feature_map_class(name).__qualname__}"
+            for name in ATTENTION_NAMES}
+
+
+def _registered_name(node: ast.ClassDef) -> str | None:
+    for decorator in node.decorator_list:
+        if (isinstance(decorator, ast.Call) and getattr(decorator.func, "id", getattr(decorator.func, "attr", None))
+                == REGISTER_DECORATOR and decorator.args and isinstance(decorator.args[0], ast.Constant)):
+            return str(decorator.args[0].value)
+    return None
+
+
+def attention_choices(config_dir: str | Path | None = None) -> tuple[str, ...]:
+    """Registered attention names (the same as ``hedgehog.attention.ATTENTION_NAMES``), without importing torch.
+
+    ``config_dir`` is kept for callers that pass one; the names come from the registry's source.
+    """
+    return tuple(attention_registry())
 
 
 def _check_attention(cfg: DictConfig, config_dir: str | Path | None) -> None:
@@ -187,36 +249,52 @@ def _check_attention(cfg: DictConfig, config_dir: str | Path | None) -> None:
             f"attention: expected {{name: <type>, options: {{...}}}} (choose with attention=<name>), got {attention!r}"
         )
     name = attention.name
-    choices = attention_choices(config_dir)
-    if name not in choices:
-        hint = _did_you_mean(name, choices)
+    registry = attention_registry()
+    if name not in registry:
+        hint = _did_you_mean(name, registry)
         raise ConfigError(
-            f"attention.name: unknown attention type {name!r}{hint}. Choices: {', '.join(choices)} "
+            f"attention.name: unknown attention type {name!r}{hint}. Choices: {', '.join(registry)} "
             f"(pick one with attention=<name>)"
         )
     options = attention.get("options") or {}
     if not isinstance(options, (dict, DictConfig)):
         raise ConfigError(f"attention.options: expected a mapping of option -> value, got {options!r}")
-    try:
-        from hedgehog.attention import build_feature_map
-    except ImportError:
+    accepted = _attention_options(name, registry[name])
+    if accepted is None:
         return
-    num_heads, head_dim = _heads_and_head_dim(cfg)
-    try:
-        build_feature_map(name, num_heads, head_dim, **OmegaConf.to_container(OmegaConf.create(dict(options))))
-    except (ValueError, TypeError) as error:
-        raise ConfigError(f"attention.options: {_first_line(error)} (set them with attention.options.<key>=...)") from None
+    for key in options:
+        key = str(key)
+        if key not in accepted:
+            valid = ", ".join(accepted) if accepted else "none (it takes no options)"
+            raise ConfigError(
+                f"attention.options: attention {name!r}: unknown option {key!r}{_did_you_mean(key, accepted)}; valid "
+                f"options: {valid} (set them with attention.options.<key>=...)"
+            )
+        parameter = accepted[key]
+        value = options.get(key)
+        if value is None and parameter.default is None:
+            continue
+        if _matches(value, parameter.annotation) is False:
+            raise ConfigError(
+                f"attention.options.{key}: expected {_describe(parameter.annotation)}; got {_show(value)} "
+                f"({type(value).__name__}). Fix: attention.options.{key}={_example(parameter.annotation, value)}"
+            )
 
 
-def _heads_and_head_dim(cfg: DictConfig) -> tuple[int, int]:
-    """Heads and head width of the configured model where it says so, else a small stand-in (2, 8)."""
-    model = cfg.get("model")
-    heads, width = None, None
-    if isinstance(model, DictConfig):
-        heads, width = model.get("n_heads"), model.get("d_model")
-    if isinstance(heads, int) and isinstance(width, int) and heads > 0 and width % heads == 0:
-        return heads, width // heads
-    return 2, 8
+def _attention_options(name: str, class_path: str) -> dict[str, inspect.Parameter] | None:
+    """Option name -> parameter of the feature map ``name`` (its arguments after num_heads and head_dim); None if
+    its signature cannot be read."""
+    if name == SOFTMAX:
+        return {}
+    signature = static_signature(class_path)
+    if signature is None:
+        signature = target_signature(locate_target("attention", class_path))
+    if signature is None:
+        return None
+    params = list(signature.parameters.values())[2:]
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return {p.name: p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 # --- _target_ nodes -------------------------------------------------------------------------------------
@@ -262,9 +340,20 @@ def target_signature(target: Any) -> inspect.Signature | None:
         return None
 
 
+def signature_of_target(key: str, path: Any) -> tuple[inspect.Signature | None, str, dict[str, Any]]:
+    """``(signature, label, type hints)`` of the ``_target_`` at ``key``: read from source when possible (nothing
+    imported; the hints are then in the signature), else imported and inspected."""
+    if not isinstance(path, str) or not path:
+        raise ConfigError(f"{key}._target_: expected a dotted import path, got {path!r}")
+    signature = static_signature(path)
+    if signature is not None:
+        return signature, path.rsplit(".", 1)[-1], {}
+    target = locate_target(key, path)
+    return target_signature(target), getattr(target, "__qualname__", str(target)), _type_hints(target)
+
+
 def _check_target_node(key: str, node: DictConfig, required: bool) -> None:
-    target = locate_target(key, node.get("_target_"))
-    signature = target_signature(target)
+    signature, label, hints = signature_of_target(key, node.get("_target_"))
     if signature is None:
         return
     params = signature.parameters
@@ -272,8 +361,6 @@ def _check_target_node(key: str, node: DictConfig, required: bool) -> None:
     named = {
         name: p for name, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
     }
-    hints = _type_hints(target)
-    label = getattr(target, "__qualname__", str(target))
     for arg in node.keys():
         arg = str(arg)
         if arg in HYDRA_KEYS:
@@ -307,6 +394,20 @@ def _check_target_node(key: str, node: DictConfig, required: bool) -> None:
                 f"{key}: {label} needs {', '.join(missing)}; add {key}.{missing[0]}=<value> (or set it in the "
                 f"yaml file)"
             )
+
+
+def _check_counts(key: str, node: DictConfig) -> None:
+    """A negative value for an argument that counts something (see ``COUNT_ARGUMENT``) is an error."""
+    for arg in node.keys():
+        arg = str(arg)
+        value = node.get(arg)
+        if arg in HYDRA_KEYS or isinstance(value, bool) or not isinstance(value, (int, float)) or value >= 0:
+            continue
+        if not COUNT_ARGUMENT.search(arg) or (value == -1 and arg in MINUS_ONE_MEANS_ALL):
+            continue
+        allowed = "a value >= 0" + (" (or -1 for all / no limit)" if arg in MINUS_ONE_MEANS_ALL else "")
+        example = "<int, e.g. 1>" if isinstance(value, int) else "<number >= 0>"
+        raise ConfigError(f"{key}.{arg}: expected {allowed}; got {value!r}. Fix: {key}.{arg}={example}")
 
 
 def _type_hints(target: Any) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Layers (each imports only the ones above it): ``hedgehog.attention`` (pure maths),
 ``hedgehog.kernels`` (Triton), ``hedgehog.layers``/``hedgehog.models`` (modules),
 ``hedgehog.conversion`` (Hugging Face conversion, exposed as ``hedgehog.convert``), ``hedgehog.data``/``hedgehog.metrics``,
-``hedgehog.regimes`` (LightningModules), and ``run.py`` + ``conf/`` (Hydra).
+``hedgehog.regimes`` (LightningModules), and the app: ``run.py`` + ``conf/`` (Hydra) + ``hedgehog.train``.
+``hedgehog.utils`` holds leaves any package may import. Importing ``hedgehog`` itself loads nothing heavy.
 """
 
 __version__ = "0.1.0"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, run_py
+from framework_helpers import REPO_ROOT, run_py
 
 # (command-line arguments, fragments the message must contain). "{tmp}" is the test's temporary folder.
 BAD_INPUTS = [
@@ -92,7 +92,7 @@ def test_config_checks_run_before_torch_wandb_or_lightning(tmp_path):
         assert result.returncode == 2, result.stderr[-3000:]
         imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
         assert imported, "no import timing lines: -X importtime did not run"
-        assert "hedgehog.utils.validation" in imported or arguments == ["experiment=nope"]
+        assert "hedgehog.train.validation" in imported or arguments == ["experiment=nope"]
         for heavy in ("torch", "lightning", "wandb", "transformers"):
             assert heavy not in imported, f"{arguments}: {heavy} was imported before the error"
 
@@ -115,7 +115,7 @@ def test_a_hub_model_that_cannot_be_loaded_is_named_at_build_time_too(monkeypatc
     pipeline reports as one paragraph, naming the model and the offline ways forward."""
     from hedgehog.models.pretrained import PretrainedNotAvailable, load_tokenizer
     from hedgehog.utils.errors import ModelNotFoundError
-    from hedgehog.utils.pipeline import build_errors
+    from hedgehog.train.pipeline import build_errors
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelNotFoundError) as info:

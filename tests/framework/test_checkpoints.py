@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_MQAR, run_py
+from framework_helpers import TINY_MQAR, run_py
 from hedgehog.utils.atomic_files import previous_version, write_atomically
-from hedgehog.utils.checkpoints import AtomicCheckpointIO, checkpoint_problem, resume_checkpoint
+from hedgehog.train.checkpoints import AtomicCheckpointIO, checkpoint_problem, resume_checkpoint
 from hedgehog.utils.errors import CheckpointError
 
 

@@ -13,11 +13,11 @@ from hydra.errors import MissingConfigException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from conftest import CONF_DIR, compose_config
-from hedgehog.utils.pipeline import (
+from framework_helpers import CONF_DIR, compose_config
+from hedgehog.train.pipeline import (
     build_callbacks, build_datamodule, build_loggers, build_model, build_module, build_trainer, training_stages,
 )
-from hedgehog.utils.validation import attention_choices, validate_config
+from hedgehog.train.validation import attention_choices, validate_config
 
 EXPERIMENTS = sorted(path.stem for path in (CONF_DIR / "experiment").glob("*.yaml"))
 GROUPS = ["attention", "model", "data", "regime", "trainer", "logger", "callbacks", "hparams_search"]

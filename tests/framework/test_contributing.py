@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import REPO_ROOT
+from framework_helpers import REPO_ROOT
 
 TEXT = (REPO_ROOT / "CONTRIBUTING.md").read_text()
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_py
-from hedgehog.utils import data_identity
+from framework_helpers import run_py
+from hedgehog.train import data_identity
 from hedgehog.utils.errors import DataMismatchError
 
 TINY_WIKITEXT = ["experiment=wikitext_gpt_softmax", "model=gpt_tiny", "model.d_model=16", "data.seq_len=32",

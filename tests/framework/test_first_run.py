@@ -11,10 +11,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import compose_config, run_py
+from framework_helpers import compose_config, run_py
 from hedgehog.data.mqar import MQARDataModule
 from hedgehog.data.wikitext import WikiTextDataModule
-from hedgehog.utils.pipeline import context_lines
+from hedgehog.train.pipeline import context_lines
 
 
 def test_the_default_job_is_the_quickstart_with_hedgehog_on_one_cpu_thread(tmp_path):

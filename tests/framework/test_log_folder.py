@@ -8,9 +8,9 @@ from collections import namedtuple
 
 import pytest
 
-from hedgehog.utils.cli_errors import os_error_message
+from hedgehog.train.cli_errors import os_error_message
 from hedgehog.utils.errors import LogFolderError
-from hedgehog.utils.log_folder import MIN_FREE_BYTES, check_run_folder
+from hedgehog.train.log_folder import MIN_FREE_BYTES, check_run_folder
 
 Usage = namedtuple("Usage", "total used free")
 

@@ -7,10 +7,10 @@ import torch
 from omegaconf import OmegaConf, open_dict
 from torch import nn
 
-from conftest import TINY_MQAR, compose_config
+from framework_helpers import TINY_MQAR, compose_config
 from hedgehog.callbacks.nan_guard import first_non_finite_module
 from hedgehog.utils.errors import NonFiniteLossError
-from hedgehog.utils.pipeline import train
+from hedgehog.train.pipeline import train
 
 
 def test_first_non_finite_module_is_the_earliest_in_execution_order():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import CONF_DIR, REPO_ROOT
+from framework_helpers import CONF_DIR, REPO_ROOT
 
 
 def readme_commands() -> list[str]:

@@ -11,10 +11,10 @@ import torch
 from omegaconf import OmegaConf, open_dict
 from torch.utils.data import DataLoader
 
-from conftest import TINY_MQAR, compose_config, run_py
+from framework_helpers import TINY_MQAR, compose_config, run_py
 from framework_support import TwoStageModule
-from hedgehog.utils.pipeline import train
-from hedgehog.utils.resume import EpochShuffleSampler, ResumableDataLoader, resumable_loader
+from hedgehog.train.pipeline import train
+from hedgehog.train.resume import EpochShuffleSampler, ResumableDataLoader, resumable_loader
 
 
 def test_resumable_loader_continues_mid_epoch_in_the_same_order():

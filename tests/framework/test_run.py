@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, TINY_MQAR, run_py
+from framework_helpers import REPO_ROOT, TINY_MQAR, run_py
 from hedgehog.report import main as report_main
 from hedgehog.utils.provenance import code_version
-from hedgehog.utils.validation import attention_choices
+from hedgehog.train.validation import attention_choices
 
 QUIET = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
          "trainer.num_sanity_val_steps=0"]

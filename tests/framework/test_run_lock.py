@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_MQAR, run_py
+from framework_helpers import TINY_MQAR, run_py
 from hedgehog.utils.errors import RunFolderBusy
-from hedgehog.utils.run_lock import LOCK_FILE, RunLock, is_launched_worker, read_lock
+from hedgehog.train.run_lock import LOCK_FILE, RunLock, is_launched_worker, read_lock
 
 HOLD_LOCK = """
 import sys, time
-from hedgehog.utils.run_lock import RunLock
+from hedgehog.train.run_lock import RunLock
 with RunLock(sys.argv[1]):
     print("locked", flush=True)
     time.sleep(600)

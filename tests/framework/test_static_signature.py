@@ -12,9 +12,9 @@ import sys
 
 import pytest
 
-from conftest import CONF_DIR, REPO_ROOT
-from hedgehog.utils.static_signature import NON_LITERAL_DEFAULT, static_constant, static_signature
-from hedgehog.utils.validation import _matches, _type_hints, attention_registry
+from framework_helpers import CONF_DIR, REPO_ROOT
+from hedgehog.train.static_signature import NON_LITERAL_DEFAULT, static_constant, static_signature
+from hedgehog.train.validation import _matches, _type_hints, attention_registry
 
 TARGETS = sorted({m for path in CONF_DIR.rglob("*.yaml") for m in re.findall(r"_target_:\s*([\w.]+)", path.read_text())})
 
@@ -73,8 +73,8 @@ def test_unreadable_targets_are_left_to_the_import_fallback():
 CHECK_EVERY_EXPERIMENT = """
 import sys
 sys.path.insert(0, {support!r})
-from conftest import compose_config, CONF_DIR
-from hedgehog.utils.validation import validate_config
+from framework_helpers import compose_config, CONF_DIR
+from hedgehog.train.validation import validate_config
 names = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 for name in names:
     validate_config(compose_config([f"experiment={{name}}", "trainer.accelerator=cpu", "trainer.precision=32-true"]))

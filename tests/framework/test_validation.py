@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import compose_config
+from framework_helpers import compose_config
 from hedgehog.utils.errors import ConfigError, DataNotFoundError
-from hedgehog.utils.validation import attention_choices, validate_config
+from hedgehog.train.validation import attention_choices, validate_config
 
 
 def error_for(overrides, tmp_path, kind=ConfigError) -> str:
@@ -44,7 +44,7 @@ def test_attention_backend_from_the_config_is_applied(tmp_path):
     assert cfg.attention_backend == "torch"
     previous = backend.get_backend()
     try:
-        from hedgehog.utils.pipeline import set_backend
+        from hedgehog.train.pipeline import set_backend
 
         set_backend(cfg.attention_backend)  # what train() does first
         assert backend.get_backend() == "torch"

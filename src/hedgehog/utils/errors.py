@@ -31,7 +31,7 @@ class RunInterrupted(HedgehogError):
 
 
 class RunFolderBusy(HedgehogError):
-    """Another live process runs in the same run folder (``hedgehog.utils.run_lock``)."""
+    """Another live process runs in the same run folder (``hedgehog.train.run_lock``)."""
 
 
 class CheckpointError(HedgehogError):

@@ -13,7 +13,7 @@ Layout (keys always present; metric names as the regime logs them)::
       "config_hash": "3f2a9c1b7d40",
       "git": {"commit": "...", "dirty": false, "changed_files": [], "repository": "/abs/checkout"},   # provenance
       "data_dir": "/abs/data", "data_files": [{"path": "wikitext/wiki.valid.tokens", "bytes": ..., "lines": ...,
-                                               "sha256": "..."}],   # hedgehog.utils.data_identity
+                                               "sha256": "..."}],   # hedgehog.train.data_identity
       "wall_time_s": 141.2, "resumed": false,
       "device": {"accelerator": "cpu", "name": "...", "world_size": 1, "precision": "32-true"},
       "versions": {"python": ..., "torch": ..., "lightning": ...},

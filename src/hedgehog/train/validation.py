@@ -15,7 +15,7 @@ and the fix for the first problem it finds:
   exist.
 
 Nothing is instantiated and nothing heavy is imported: signatures are read from the targets' source code
-(``hedgehog.utils.static_signature``), so these checks run before torch starts; a target whose source cannot be
+(``hedgehog.train.static_signature``), so these checks run before torch starts; a target whose source cannot be
 read that way is imported and inspected instead.
 """
 
@@ -35,7 +35,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue, OmegaConfBaseException
 
 from hedgehog.utils.errors import ConfigError, DataNotFoundError
-from hedgehog.utils.static_signature import absolute_module, parse_module, static_constant, static_signature
+from hedgehog.train.static_signature import absolute_module, parse_module, static_constant, static_signature
 
 # Top-level keys run.py understands. A key outside this set is a typo or a leftover: it would be ignored.
 KNOWN_TOP_LEVEL_KEYS = {

@@ -3,7 +3,7 @@
 ``train(cfg)`` is the whole run:
 
 1. ``validate_config`` (before anything is built); the run folder is locked for this process
-   (``hedgehog.utils.run_lock``); then ``seed_everything(cfg.seed)``;
+   (``hedgehog.train.run_lock``); then ``seed_everything(cfg.seed)``;
 2. build, in this order, from ``_target_`` nodes with ``hydra.utils.instantiate``: the DataModule (``cfg.data``),
    the model (``cfg.model``), the regime's LightningModule (``cfg.regime``), the loggers (``cfg.logger``); an
    argument of the model or the regime that the config leaves out and that has no default is filled in by
@@ -19,9 +19,9 @@
 4. ``trainer.test`` on the final weights, then ``results.json`` in the run folder (``hedgehog.utils.results``).
 
 Data: right after the DataModule is built, the files it reads are identified (size, lines, sha256) and checked
-against the data folder's checksums (``hedgehog.utils.data_identity``); the run folder keeps the identities, and a
+against the data folder's checksums (``hedgehog.train.data_identity``); the run folder keeps the identities, and a
 rerun on other data neither resumes nor serves that folder's work. Checkpoints are written atomically and
-checked before a stage resumes from them (``hedgehog.utils.checkpoints``).
+checked before a stage resumes from them (``hedgehog.train.checkpoints``).
 
 Rerunning the same command resumes; a run whose ``results.json`` says ``complete`` is not run again.
 """
@@ -45,20 +45,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from hedgehog.attention.backend import get_backend, set_backend
 from hedgehog.regimes.stages import Stage
-from hedgehog.utils import data_identity
+from hedgehog.train import data_identity
+from hedgehog.train.checkpoints import AtomicCheckpointIO, checked_weights, resume_checkpoint
+from hedgehog.train.resume import (
+    FINAL_CHECKPOINT, LAST_CHECKPOINT, StepSeed, make_train_loader_resumable, mark_stage_done, restore_weights,
+    stage_done,
+)
+from hedgehog.train.run_lock import RunLock, is_launched_worker
 from hedgehog.utils.atomic_files import previous_version
-from hedgehog.utils.checkpoints import AtomicCheckpointIO, checked_weights, resume_checkpoint
 from hedgehog.utils.errors import ConfigError, DataMismatchError, DataNotFoundError, ModelNotFoundError, RunInterrupted
 from hedgehog.utils.provenance import code_version
 from hedgehog.utils.results import (
     RESULTS_FILE, as_floats, config_hash, device_info, read_results, versions, write_json,
 )
-from hedgehog.utils.resume import (
-    FINAL_CHECKPOINT, LAST_CHECKPOINT, StepSeed, make_train_loader_resumable, mark_stage_done, restore_weights,
-    stage_done,
-)
-from hedgehog.utils.run_lock import RunLock, is_launched_worker
-from hedgehog.utils.validation import locate_target, missing_data_message, target_signature, validate_config
+from hedgehog.train.validation import locate_target, missing_data_message, target_signature, validate_config
 
 log = logging.getLogger(__name__)
 SINGLE_STAGE = "train"

@@ -1,8 +1,8 @@
 """Everything ``run.py`` checks before torch, Lightning or W&B start: a bad command costs a second.
 
-``preflight(cfg, config_dir)``: the config (``hedgehog.utils.validation``: keys, types, counts, attention type,
-data folders), the run folder (writable, room on its disk: ``hedgehog.utils.log_folder``) and the pretrained
-models the config names (on disk or downloadable: ``hedgehog.utils.model_availability``). Each problem raises a
+``preflight(cfg, config_dir)``: the config (``hedgehog.train.validation``: keys, types, counts, attention type,
+data folders), the run folder (writable, room on its disk: ``hedgehog.train.log_folder``) and the pretrained
+models the config names (on disk or downloadable: ``hedgehog.train.model_availability``). Each problem raises a
 ``HedgehogError`` whose message is the paragraph ``run.py`` prints.
 """
 
@@ -12,9 +12,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from hedgehog.utils.log_folder import check_run_folder
-from hedgehog.utils.model_availability import check_models_available
-from hedgehog.utils.validation import validate_config
+from hedgehog.train.log_folder import check_run_folder
+from hedgehog.train.model_availability import check_models_available
+from hedgehog.train.validation import validate_config
 
 
 def chosen_experiment() -> str | None:

@@ -156,7 +156,7 @@ def compact_choices(names: list[str], attention_names: list[str]) -> str:
 
 def _attention_names(config_dir: Path) -> list[str]:
     try:
-        from hedgehog.utils.validation import attention_choices
+        from hedgehog.train.validation import attention_choices
 
         return list(attention_choices())
     except Exception:  # the registry cannot be read: the attention yaml files name the types too

@@ -200,14 +200,17 @@ EOF
     return 0
 }
 
-# run_plan [RESERVE_S]: run the plan with what is left of the budget minus RESERVE_S (packing time)
+# run_plan [RESERVE_S]: run the plan with what is left of the budget minus RESERVE_S (packing time). With PAUSE_MARGIN
+# set, a run that cannot finish pauses PAUSE_MARGIN seconds before its job's deadline (checkpoint, exit 3) and the
+# same batch run again continues it.
 run_plan() {
     local reserve=${1:-30}
     local left=$(( TOTAL - $(elapsed) - reserve ))
     say "plan: $(grep -c . "$PLAN") jobs, runner budget ${left}s"
     cp "$PLAN" "$JOBS/plan.txt"
     $PY experiments/batch_runner.py run "$PLAN" --log-dir "$LOGS" --workers "$WORKERS" --budget "$left" \
-        --min-time "${MIN_TIME:-40}" ${ONLY:+--only "$ONLY"} ${JOB_HISTORY:+--history "$JOB_HISTORY"} 2>&1 | tee -a "$JOBS/batch.log"
+        --min-time "${MIN_TIME:-40}" ${ONLY:+--only "$ONLY"} ${JOB_HISTORY:+--history "$JOB_HISTORY"} \
+        ${PAUSE_MARGIN:+--pause-margin "$PAUSE_MARGIN"} 2>&1 | tee -a "$JOBS/batch.log"
 }
 
 finish() {
@@ -215,6 +218,8 @@ finish() {
     if [ -n "${PACKER:-}" ]; then touch "$WORK/.stop_packer"; wait "$PACKER" 2>/dev/null; fi
     $PY experiments/batch_runner.py report --log-dir "$LOGS" > "$JOBS/results_table.txt" 2>&1
     cat "$JOBS/results_table.txt"
+    $PY experiments/batch_runner.py estimate --log-dir "$LOGS" --workers "$WORKERS" --sitting "$TOTAL" --plan "$PLAN" \
+        > "$JOBS/estimate.txt" 2>&1 && tail -n 1 "$JOBS/estimate.txt" | sed "s/^/[$BATCH] /"
     say "packing"
     $PY experiments/batch_runner.py pack --log-dir "$LOGS" --out "$OUT/$BATCH.tar.gz" --arcname "$BATCH"
     { cat "$JOBS/summary.log" 2>/dev/null; echo; cat "$JOBS/results_table.txt"; echo; tail -n 5 "$JOBS/batch.log"; } \

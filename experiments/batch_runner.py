@@ -6,22 +6,31 @@ A *plan* is a text file, one job a line (``#`` comments and blank lines ignored)
 
 Jobs start in file order on up to ``--workers`` parallel slots (small models do not fill a GPU, so several
 runs share it). A job starts only when the jobs it comes ``after`` have succeeded (if one failed, it is marked
-``blocked``), and only when the remaining budget leaves it at least ``--min-time`` seconds; its timeout is cut
-to what remains. The job sees its deadline as the epoch time ``HEDGEHOG_JOB_DEADLINE`` (runs use it through
-``experiments/deadline_stop.py`` to stop training in time to test and write their results). A job over its
-timeout gets SIGTERM, then SIGKILL 15 s later (its whole process group).
+``blocked``; if one paused, ``waiting``), and only when the remaining budget leaves it at least ``--min-time``
+seconds; its timeout is cut to what remains. A job over its timeout gets SIGTERM, then SIGKILL 15 s later (its
+whole process group).
+
+Sittings: with ``--pause-margin S`` every job sees ``HEDGEHOG_PAUSE_AT`` = its deadline - S, so a run that cannot
+finish checkpoints after an optimizer step and exits 3 (``hedgehog.callbacks.sitting``): the job is ``paused``,
+and running the same plan in the next sitting continues it (finished runs return at once). Every job sees its name
+as ``HEDGEHOG_JOB_NAME`` (recorded in the run's ``progress.json``) and its deadline as ``HEDGEHOG_JOB_DEADLINE``
+(read by ``experiments/deadline_stop.py``, the stop-and-test callback of the earlier batches A-D, whose runs ended
+by the clock; new batches pause instead). ``estimate`` reads the runs' ``progress.json`` and says how many
+sittings the work left needs, from each run's measured seconds per step.
+
 When a job ends, model checkpoints (``*.ckpt``) of every finished run under ``--log-dir`` are deleted, so a
 batch of many runs does not fill the disk (``results.json``, CSV and W&B files stay); a run folder holding a
 ``.keep_checkpoints`` file is spared (a job that still needs them removes that file itself).
 
 Every job's output goes to ``<log dir>/_jobs/<name>.log``; ``<log dir>/_jobs/summary.json`` and
-``summary.log`` say, per job, its status (ok, failed, timeout, blocked, no-time), exit code and seconds, and
-are rewritten as jobs end. With ``--history FILE`` every job that ends is also appended to FILE (one JSON object a
-line), and the summary lists the jobs that other runs appended there before this run's: several runs into one log
-folder (one after another, or at once) keep one summary of all their jobs. ``pack`` makes the tarball of
-everything worth keeping (no checkpoints, no weights)::
+``summary.log`` say, per job, its status (ok, failed, timeout, paused, blocked, waiting, no-time), exit code and
+seconds, and are rewritten as jobs end. With ``--history FILE`` every job that ends is also appended to FILE (one
+JSON object a line), and the summary lists the jobs that other runs appended there before this run's: several runs
+into one log folder (one after another, or at once) keep one summary of all their jobs. ``pack`` makes the tarball
+of everything worth keeping (no checkpoints, no weights)::
 
-    python experiments/batch_runner.py run plan.txt --log-dir logs/batch_a --workers 8 --budget 480
+    python experiments/batch_runner.py run plan.txt --log-dir logs/batch_a --workers 8 --budget 480 --pause-margin 60
+    python experiments/batch_runner.py estimate --log-dir logs/batch_a --workers 8 --sitting 1500
     python experiments/batch_runner.py pack --log-dir logs/batch_a --out $OUT/batch_a.tar.gz
 """
 
@@ -29,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import subprocess
@@ -41,6 +51,7 @@ from pathlib import Path
 KEEP_SUFFIXES = (".json", ".jsonl", ".csv", ".yaml", ".yml", ".log", ".txt", ".wandb", ".md", ".png", ".tsv")
 SKIP_SUFFIXES = (".ckpt", ".safetensors", ".bin", ".pt", ".pth", ".gguf")
 MAX_FILE_BYTES = 4 * 1024 * 1024  # a bigger log is cut to its head and tail when packed
+PAUSED_EXIT = 3  # run.py's exit status when a sitting ends before the run (hedgehog.utils.errors.RunPaused)
 
 
 @dataclass
@@ -173,7 +184,8 @@ def run(args: argparse.Namespace) -> int:
             rc = j.proc.poll()
             if rc is not None:
                 j.returncode = rc
-                finish(j, "timeout" if j.killed_at is not None else ("ok" if rc == 0 else "failed"))
+                status = "ok" if rc == 0 else ("paused" if rc == PAUSED_EXIT else "failed")
+                finish(j, "timeout" if j.killed_at is not None else status)
             elif now > j.deadline and j.killed_at is None:
                 print(f"[runner] {now - t0:6.0f}s  timeout  {j.name}: SIGTERM", flush=True)
                 terminate(j, signal.SIGTERM)
@@ -186,6 +198,8 @@ def run(args: argparse.Namespace) -> int:
             deps = [by_name[d] for d in j.after]
             if any(d.status in ("failed", "timeout", "blocked", "no-time") for d in deps):
                 settle(j, "blocked")
+            elif any(d.status in ("paused", "waiting") for d in deps):
+                settle(j, "waiting")  # its prerequisite continues in the next sitting
         running = [j for j in jobs if j.status == "running"]
         for j in jobs:
             if len(running) >= args.workers:
@@ -201,7 +215,9 @@ def run(args: argparse.Namespace) -> int:
             log = open(jobs_dir / f"{j.name}.log", "w")
             log.write(f"$ {j.command}\n")
             log.flush()
-            env = dict(os.environ, HEDGEHOG_JOB_DEADLINE=f"{j.deadline:.0f}")
+            env = dict(os.environ, HEDGEHOG_JOB_DEADLINE=f"{j.deadline:.0f}", HEDGEHOG_JOB_NAME=j.name)
+            if args.pause_margin is not None:
+                env["HEDGEHOG_PAUSE_AT"] = f"{j.deadline - args.pause_margin:.0f}"
             j.proc = subprocess.Popen(["bash", "-c", j.command], stdout=log, stderr=subprocess.STDOUT,
                                       start_new_session=True, cwd=args.cwd, env=env)
             j.status = "running"
@@ -212,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
             break
         if time.time() - last_report > 30:
             last_report = time.time()
-            counts = {s: sum(j.status == s for j in jobs) for s in ("running", "pending", "ok", "failed", "timeout")}
+            counts = {s: sum(j.status == s for j in jobs) for s in ("running", "pending", "ok", "paused", "failed", "timeout")}
             print(f"[runner] {time.time() - t0:6.0f}s  " + ", ".join(f"{k} {v}" for k, v in counts.items()), flush=True)
         time.sleep(0.5)
     summarize()
@@ -223,14 +239,35 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _members(log_dir: Path, wandb_level: int) -> tuple[list[Path], int]:
+def paused_checkpoints(log_dir: Path) -> set[Path]:
+    """The ``last.ckpt`` (and ``done.json``/``final.ckpt`` of finished stages) of every run whose ``progress.json``
+    says paused: what another machine needs to continue it."""
+    keep: set[Path] = set()
+    for progress in log_dir.rglob("progress.json"):
+        try:
+            if json.loads(progress.read_text()).get("status") != "paused":
+                continue
+        except (OSError, ValueError):
+            continue
+        for path in (progress.parent / "checkpoints").rglob("*"):
+            if path.name in ("last.ckpt", "final.ckpt", "done.json"):
+                keep.add(path)
+    return keep
+
+
+def _members(log_dir: Path, wandb_level: int, paused: bool = False) -> tuple[list[Path], int]:
     """Files of ``log_dir`` worth packing. wandb_level 2: all W&B files; 1: without W&B debug logs and console
-    output; 0: no W&B files. Never checkpoints, weights or exported teachers."""
+    output; 0: no W&B files. Never weights or exported teachers, and checkpoints only those of paused runs when
+    ``paused`` (``paused_checkpoints``)."""
     keep, skipped = [], 0
+    resumable = paused_checkpoints(log_dir) if paused else set()
     for path in sorted(log_dir.rglob("*")):
         if not path.is_file() or path.is_symlink():
             continue
         rel = path.relative_to(log_dir)
+        if path in resumable:
+            keep.append(path)
+            continue
         if path.suffix in SKIP_SUFFIXES or "checkpoints" in rel.parts or "teachers" in rel.parts:
             skipped += 1
             continue
@@ -260,7 +297,7 @@ def _write_tar(out: Path, log_dir: Path, arcroot: str, files: list[Path]) -> Non
                 info = tarfile.TarInfo(arcname)
                 info.size, info.mtime = len(cut), int(path.stat().st_mtime)
                 tar.addfile(info, io.BytesIO(cut))
-            elif path.stat().st_size <= 4 * MAX_FILE_BYTES:
+            elif path.stat().st_size <= 4 * MAX_FILE_BYTES or path.suffix == ".ckpt":
                 tar.add(path, arcname=arcname, recursive=False)
     os.replace(tmp, out)
 
@@ -274,12 +311,12 @@ def pack(args: argparse.Namespace) -> int:
     arcroot = args.arcname or log_dir.name
     limit = args.max_mib * 2**20
     for level in (2, 1):
-        files, skipped = _members(log_dir, level)
+        files, skipped = _members(log_dir, level, args.paused_checkpoints)
         _write_tar(out, log_dir, arcroot, files)
         if out.stat().st_size <= limit:
             print(f"[pack] {out}: {len(files)} files ({out.stat().st_size / 2**20:.1f} MiB), {skipped} skipped", flush=True)
             return 0
-    files, skipped = _members(log_dir, 0)
+    files, skipped = _members(log_dir, 0, args.paused_checkpoints)
     _write_tar(out, log_dir, arcroot, files)
     print(f"[pack] {out}: {len(files)} files ({out.stat().st_size / 2**20:.1f} MiB) without W&B", flush=True)
     wandb_files = [p for p in _members(log_dir, 1)[0] if "wandb" in p.relative_to(log_dir).parts]
@@ -312,6 +349,65 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_progress(log_dir: Path) -> list[dict]:
+    """Every run's ``progress.json`` under ``log_dir`` (with ``run``: its folder relative to ``log_dir``), and
+    ``results.json`` files without one (complete, nothing left)."""
+    rows = []
+    for path in sorted(log_dir.rglob("progress.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        rows.append({**record, "run": str(path.parent.relative_to(log_dir))})
+    return rows
+
+
+def sittings_needed(left_s: list[float], workers: int, sitting_s: float) -> int:
+    """Sittings of ``sitting_s`` seconds on ``workers`` slots that jobs with ``left_s`` seconds of work need: the
+    whole work spread over every slot, and at least the longest job's own count (a run is in one slot at a time)."""
+    if not left_s or max(left_s) <= 0:
+        return 0
+    spread = math.ceil(sum(left_s) / (workers * sitting_s))
+    longest = max(math.ceil(t / sitting_s) for t in left_s)
+    return max(spread, longest)
+
+
+def estimate(args: argparse.Namespace) -> int:
+    """Per run, steps left and measured seconds per step, then the sittings the work left needs (JSON too)."""
+    log_dir = Path(args.log_dir).resolve()
+    rows, unknown = [], []
+    for record in read_progress(log_dir):
+        left, per_step = record.get("steps_left"), record.get("seconds_per_step")
+        work = None
+        if record.get("status") == "complete":
+            work = 0.0
+        elif left is not None and per_step:
+            work = left * per_step + args.overhead
+        rows.append({"job": record.get("job"), "run": record["run"], "status": record.get("status"),
+                     "done_steps": record.get("done_steps"), "planned_steps": record.get("planned_steps"),
+                     "steps_left": left, "seconds_per_step": per_step, "seconds_left": work})
+        if work is None:
+            unknown.append(record["run"])
+    seen = {r["job"] for r in rows if r["job"]}
+    if args.plan:  # plan jobs that have not run yet: no measured step time
+        unknown += [j.name for j in read_plan(Path(args.plan)) if j.name not in seen]
+    left = [r["seconds_left"] for r in rows if r["seconds_left"]]
+    needed = sittings_needed(left, args.workers, args.sitting - args.overhead)
+    print(f"{'run':50.50s} {'status':8s} {'steps left':>10s} {'s/step':>8s} {'s left':>8s}")
+    for r in rows:
+        print(f"{(r['job'] or r['run']):50.50s} {str(r['status']):8s} {str(r['steps_left']):>10s} "
+              f"{'-' if not r['seconds_per_step'] else format(r['seconds_per_step'], '.3f'):>8s} "
+              f"{'-' if r['seconds_left'] is None else format(r['seconds_left'], '.0f'):>8s}")
+    print(f"work left: {sum(left):.0f} s over {len(left)} runs; {args.workers} workers, sittings of {args.sitting:.0f} s "
+          f"-> {needed} more sitting(s)" + (f"; no step time yet for {len(unknown)}: {', '.join(unknown)}" if unknown else ""))
+    out = log_dir / "_jobs" / "estimate.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"workers": args.workers, "sitting_s": args.sitting, "overhead_s": args.overhead,
+                               "sittings_needed": needed, "seconds_left": round(sum(left), 1), "runs": rows,
+                               "unknown": unknown}, indent=1))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -323,6 +419,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--min-time", type=float, default=45, help="do not start a job with less time than this left")
     r.add_argument("--only", default=None, help="comma-separated job names to run (the rest are ignored)")
     r.add_argument("--cwd", default=None)
+    r.add_argument("--pause-margin", type=float, default=None,
+                   help="seconds before a job's deadline at which its run pauses (checkpoint, exit 3) to continue in "
+                        "the next sitting; without it runs are not told when the sitting ends")
     r.add_argument("--history", default=None,
                    help="a JSONL file every finished job is appended to; summary.json then also lists the jobs that "
                         "earlier runs appended there")
@@ -331,10 +430,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--arcname", default=None)
     p.add_argument("--max-mib", type=float, default=15.5)
+    p.add_argument("--paused-checkpoints", action="store_true",
+                   help="also pack the checkpoints of paused runs, to continue them on another machine (small models)")
     q = sub.add_parser("report", help="print a table of the results.json files of a log dir")
     q.add_argument("--log-dir", required=True)
+    e = sub.add_parser("estimate", help="the sittings still needed, from the runs' progress.json (measured step times)")
+    e.add_argument("--log-dir", required=True)
+    e.add_argument("--workers", type=int, default=4)
+    e.add_argument("--sitting", type=float, required=True, help="seconds of one sitting")
+    e.add_argument("--overhead", type=float, default=60,
+                   help="seconds a run spends per sitting outside training steps (start, resume, test)")
+    e.add_argument("--plan", default=None, help="a plan file: its jobs without progress.json are listed as unknown")
     args = ap.parse_args(argv)
-    return {"run": run, "pack": pack, "report": report}[args.cmd](args)
+    return {"run": run, "pack": pack, "report": report, "estimate": estimate}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,10 @@
 #     the base model, zero-shot                                                       -> $LOGS/wikitext_smollm2/<arm>_s<seed>
 #   SAMSum (experiment=samsum_smollm2_<arm>): LoRA (300 steps) from the WikiText run's transfer of the same arm and
 #   seed (regime.distilled_from), ROUGE on the first $SAMSUM_TEST held-out dialogues  -> $LOGS/samsum_smollm2/<arm>_s<seed>
-# Every run ends by its step count (no deadline); a run cut short by the end of a sitting resumes from its last
-# checkpoint when the same command is run again (finished runs are skipped). $WORKERS runs share the GPU.
+# Every run ends by its step count (no deadline): a run that cannot finish pauses $PAUSE_MARGIN seconds before the
+# end of the sitting (checkpoint after an optimizer step, exit 3) and continues when the batch is run again in the
+# next sitting (finished runs are skipped); _jobs/estimate.txt says how many sittings are left. $WORKERS runs share
+# the GPU.
 # The text_mix corpus (and the teacher's samples, from the cache in $HEDGEHOG_CACHE_DIR) is built once before the
 # runs start, with data.teacher.tokens=$TEACHER_TOKENS.
 #
@@ -20,6 +22,7 @@ T0=$(date +%s)
 SMOKE=${SMOKE:-0}
 if [ "$SMOKE" = 1 ]; then TOTAL=${TOTAL_BUDGET_S:-1800}; else TOTAL=${TOTAL_BUDGET_S:-540}; fi
 LOGGER=csv
+PAUSE_MARGIN=${PAUSE_MARGIN:-60}
 source "$(dirname "${BASH_SOURCE[0]}")/batch_common.sh"
 SEEDS=${SEEDS:-"0 1 2"}
 TEACHER_TOKENS=${TEACHER_TOKENS:-0}

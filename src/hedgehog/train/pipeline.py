@@ -24,6 +24,12 @@ rerun on other data neither resumes nor serves that folder's work. Checkpoints a
 checked before a stage resumes from them (``hedgehog.train.checkpoints``).
 
 Rerunning the same command resumes; a run whose ``results.json`` says ``complete`` is not run again.
+
+Sittings: when ``HEDGEHOG_PAUSE_AT`` or ``HEDGEHOG_SITTING_STEPS`` says the machine's time is up
+(``hedgehog.callbacks.sitting``), the run checkpoints right after an optimizer step, writes ``progress.json``
+(steps done and left per stage, this sitting's seconds per step) and exits with status 3 without testing; the
+same command continues it. A run that completes also writes ``progress.json``. Runs thus always end by their
+step count, never by a deadline.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -44,6 +51,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from hedgehog.attention.backend import get_backend, set_backend
+from hedgehog.callbacks.sitting import PauseAtSittingEnd, SittingClock, SittingLimit
 from hedgehog.regimes.stages import Stage
 from hedgehog.train import data_identity
 from hedgehog.train.checkpoints import AtomicCheckpointIO, checked_weights, resume_checkpoint
@@ -53,7 +61,9 @@ from hedgehog.train.resume import (
 )
 from hedgehog.train.run_lock import RunLock, is_launched_worker
 from hedgehog.utils.atomic_files import previous_version
-from hedgehog.utils.errors import ConfigError, DataMismatchError, DataNotFoundError, ModelNotFoundError, RunInterrupted
+from hedgehog.utils.errors import (
+    ConfigError, DataMismatchError, DataNotFoundError, ModelNotFoundError, RunInterrupted, RunPaused,
+)
 from hedgehog.utils.provenance import code_version
 from hedgehog.utils.results import (
     RESULTS_FILE, as_floats, config_hash, device_info, read_results, versions, write_json,
@@ -272,12 +282,13 @@ def training_stages(module: L.LightningModule) -> tuple[list[Stage], bool]:
 
 def _fit_stage(
     cfg: DictConfig, module: L.LightningModule, datamodule: Any, loggers: list[Any], stage: Stage, multi: bool,
-    stage_dir: Path,
+    stage_dir: Path, clock: SittingClock,
 ) -> tuple[L.Trainer, dict[str, Any]]:
     started = time.perf_counter()
     callbacks = build_callbacks(cfg, stage_dir, bool(loggers))
     last_validation = _LastValidation()
-    callbacks += [_TrimLogsOnResume(f"{stage.name}/" if multi else ""), last_validation]
+    callbacks += [_TrimLogsOnResume(f"{stage.name}/" if multi else ""), last_validation,
+                  PauseAtSittingEnd(clock, stage_dir / LAST_CHECKPOINT, stage.name)]
     trainer = build_trainer(cfg, stage if multi else None, callbacks, loggers)
     if multi:
         for logger in loggers:  # one W&B run / CSV file for all stages: metrics become <stage>/<name>
@@ -319,9 +330,11 @@ def _has_validation(trainer: L.Trainer, module: L.LightningModule) -> bool:
 
 
 def run_stages(
-    cfg: DictConfig, module: L.LightningModule, datamodule: Any, loggers: list[Any], run_dir: Path
+    cfg: DictConfig, module: L.LightningModule, datamodule: Any, loggers: list[Any], run_dir: Path,
+    clock: SittingClock,
 ) -> tuple[L.Trainer | None, dict[str, dict[str, Any]], bool]:
-    """Train every stage not done yet; returns (last Trainer or None, stage name -> record, resumed?)."""
+    """Train every stage not done yet; returns (last Trainer or None, stage name -> record, resumed?).
+    ``clock`` counts this sitting's steps and pauses the run when the sitting ends (``RunPaused``)."""
     stages, multi = training_stages(module)
     checkpoints = run_dir / "checkpoints"
     done = [stage_done(checkpoints / s.name) for s in stages]
@@ -347,7 +360,7 @@ def run_stages(
             records[stage.name] = {"metrics": {}, "global_step": 0, "epoch": 0, "skipped": True}
             continue
         resumed = resumed or (stage_dir / LAST_CHECKPOINT).is_file() or previous_version(stage_dir / LAST_CHECKPOINT).is_file()
-        trainer, records[stage.name] = _fit_stage(cfg, module, datamodule, loggers, stage, multi, stage_dir)
+        trainer, records[stage.name] = _fit_stage(cfg, module, datamodule, loggers, stage, multi, stage_dir, clock)
     if multi:
         for logger in loggers:
             logger._prefix = ""
@@ -408,7 +421,14 @@ def _train_in(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any]:
     loggers = build_loggers(cfg)
     log_config(loggers, cfg)
 
-    trainer, stage_records, resumed = run_stages(cfg, module, datamodule, loggers, run_dir)
+    clock = SittingClock(SittingLimit.from_env())
+    try:
+        trainer, stage_records, resumed = run_stages(cfg, module, datamodule, loggers, run_dir, clock)
+    except RunPaused as paused:
+        if not is_launched_worker():
+            write_progress(run_dir, planned_steps(cfg, module), clock, paused)
+        _close(loggers)
+        raise
     if trainer is None:  # every stage was done already: a Trainer for the test only
         trainer = build_trainer(cfg, None, build_callbacks(cfg, run_dir / "checkpoints" / "test", bool(loggers)), loggers)
     with missing_files():
@@ -444,6 +464,7 @@ def _train_in(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any]:
         "overrides": _task_overrides(),
     }
     if trainer.is_global_zero:
+        write_progress(run_dir, planned_steps(cfg, module), clock, None)
         write_json(results_path, results)
         for logger in loggers:
             logger.log_metrics({f"final/{k}": v for k, v in final_metrics.items() if isinstance(v, float)})
@@ -451,6 +472,42 @@ def _train_in(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any]:
         say(_summary(results, results_path))
     _close(loggers)
     return results
+
+
+def planned_steps(cfg: DictConfig, module: L.LightningModule) -> dict[str, int]:
+    """Stage name -> the optimizer steps it is configured for (-1: counted in epochs)."""
+    stages, multi = training_stages(module)
+    if not multi:
+        return {SINGLE_STAGE: int(OmegaConf.select(cfg, "trainer.max_steps", default=-1))}
+    return {s.name: int(s.max_steps) for s in stages}
+
+
+def write_progress(run_dir: Path, planned: dict[str, int], clock: SittingClock, paused: RunPaused | None) -> None:
+    """``progress.json``: how far the run is (stage by stage) and this sitting's measured seconds per optimizer
+    step, written when a sitting pauses the run and when it completes (``experiments/batch_runner.py estimate``
+    plans the next sittings from it)."""
+    checkpoints = run_dir / "checkpoints"
+    done: dict[str, int] = {}
+    for name in planned:
+        record = stage_done(checkpoints / name)
+        if record is not None:
+            done[name] = int(record.get("global_step", 0))
+    if paused is not None:
+        done[paused.stage] = paused.step
+    known = all(steps >= 0 for steps in planned.values())
+    write_json(run_dir / "progress.json", {
+        "status": "paused" if paused is not None else "complete",
+        "job": os.environ.get("HEDGEHOG_JOB_NAME"),
+        "stage": None if paused is None else paused.stage,
+        "planned_steps": planned,
+        "done_steps": done,
+        "steps_left": (sum(max(0, planned[n] - done.get(n, 0)) for n in planned) if known else None)
+        if paused is not None else 0,
+        "steps_this_sitting": clock.steps,
+        "seconds_this_sitting": round(clock.seconds, 3),
+        "seconds_per_step": None if clock.seconds_per_step is None else round(clock.seconds_per_step, 5),
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    })
 
 
 def _current_identities(recorded: list[dict[str, Any]] | None, data_dir: Any) -> list[dict[str, Any]]:

@@ -30,6 +30,18 @@ class RunInterrupted(HedgehogError):
     exit_code = 130
 
 
+class RunPaused(HedgehogError):
+    """The sitting ended before the run did (``hedgehog.callbacks.sitting``): the stage's ``last.ckpt`` holds the
+    step it reached, no results were written, and rerunning the same command continues from there."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, stage: str = "", step: int = 0) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.step = step
+
+
 class RunFolderBusy(HedgehogError):
     """Another live process runs in the same run folder (``hedgehog.train.run_lock``)."""
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import shutil
 import sys
 import tarfile
@@ -43,7 +44,10 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 from hedgehog.utils.provenance import code_label  # noqa: E402
+sys.path.insert(0, str(ROOT / "experiments"))
+from claims import Arm, claims, compare, write_report_block  # noqa: E402
 RESULTS = ROOT / "experiments" / "results"
+REPORT = ROOT / "experiments" / "REPORT.md"
 FIGURES = ROOT / "experiments" / "figures"
 ATTENTION_ORDER = ["softmax", "hedgehog", "taylor", "elu", "performer", "cosformer", "t2r"]
 GLUE_TASKS = ["cola", "sst2", "mrpc", "stsb", "rte", "qnli"]
@@ -138,7 +142,7 @@ def load_runs(runs_dir: Path, repository: Path = ROOT) -> pd.DataFrame:
             "batch": batch, "family": family, "name": name, "run_dir": str(rel),
             "experiment": r.get("experiment"), "attention": r.get("attention"), "data": data,
             "task": data.split("/")[-1] if data.startswith("glue") else None,
-            "status": r.get("status"), "seed": r.get("seed"), "wall_time_s": r.get("wall_time_s"),
+            "status": r.get("status"), "seed": r.get("seed"), "lr": r.get("lr"), "wall_time_s": r.get("wall_time_s"),
             "resumed": r.get("resumed"), "num_parameters": r.get("num_parameters"),
             "accelerator": (r.get("device") or {}).get("accelerator"),
             "setting": _setting((r.get("device") or {}).get("accelerator"), (r.get("device") or {}).get("name")),
@@ -333,8 +337,42 @@ def table_seeds(runs: pd.DataFrame, family: str, metric: str, label: str = "atte
         })
     t = pd.DataFrame(rows)
     if label == "attention":
-        return t.set_index(label).loc[_order(t[label])].reset_index()
+        t = t.set_index(label).loc[_order(t[label])].reset_index()
+        if "softmax" in set(t[label]):  # each type against softmax: a difference within the spread is a tie
+            lower_is_better = any(k in metric for k in ("ppl", "loss"))
+            arms = {r[label]: Arm(tuple(float(v) for v in re.findall(r"=(\S+)", r["per_seed"]))) for _, r in t.iterrows()}
+            t["vs_softmax"] = [None if a == "softmax" else compare(arms[a], arms["softmax"], not lower_is_better)
+                               for a in t[label]]
     return t
+
+
+def table_mqar_zoology(runs: pd.DataFrame, family: str = "mqar_zoology") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """MQAR in the paper's setting: (the learning-rate sweep: one row per attention x lr with validation and test
+    accuracy over seeds, ``chosen`` marking each type's best validation accuracy at seed 0; the seed table at the
+    chosen learning rates, in ``table_seeds``' columns). Test accuracy never takes part in the choice."""
+    df = latest(runs[runs["family"] == family], ["name"])
+    if df.empty or "lr" not in df:
+        return pd.DataFrame(), pd.DataFrame()
+    df = df.assign(_val=_col(df, "val/acc"), _test=_col(df, "test/acc"), lr=df["lr"].astype(float))
+    rows = []
+    for (att, lr), g in df.groupby(["attention", "lr"]):
+        first = g[g["seed"] == 0]
+        rows.append({"attention": att, "lr": lr, "seeds": len(g), "val_acc_seed0": first["_val"].mean() if len(first) else float("nan"),
+                     "val_acc_mean": g["_val"].mean(), "test_acc_mean": g["_test"].mean(),
+                     "steps": " ".join(sorted(set(g["steps"]))), "code": _marks(_code(g))})
+    sweep = pd.DataFrame(rows)
+    best = sweep.dropna(subset=["val_acc_seed0"]).sort_values("lr").groupby("attention")["val_acc_seed0"].idxmax()
+    sweep["chosen"] = sweep.index.isin(best.values)
+    sweep = sweep.assign(_a=sweep["attention"].map({a: i for i, a in enumerate(_order(sweep["attention"]))}))
+    sweep = sweep.sort_values(["_a", "lr"]).drop(columns="_a").reset_index(drop=True)
+    chosen = sweep[sweep["chosen"]][["attention", "lr"]]
+    picked = df.merge(chosen, on=["attention", "lr"])
+    if picked.empty:
+        return sweep, pd.DataFrame()
+    picked = picked.assign(family="_chosen", name=picked["attention"] + "_s" + picked["seed"].astype(int).astype(str))
+    seeds = table_seeds(picked, "_chosen", "test/acc")
+    seeds.insert(1, "lr", seeds["attention"].map(dict(zip(chosen["attention"], chosen["lr"]))))
+    return sweep, seeds
 
 
 def table_glue(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -352,7 +390,9 @@ def table_glue(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     wide["tasks_run"] = wide[tasks].notna().sum(axis=1)
     wide["average"] = wide[tasks].mean(axis=1, skipna=False)
     rec = long.pivot_table(index="attention", columns="task", values="recovered_pct").reindex(columns=tasks)
-    wide["recovered_pct_avg"] = rec.mean(axis=1, skipna=False)
+    wide["recovered_pct_avg"] = rec.mean(axis=1, skipna=False)  # mean of the per-task ratios
+    if "softmax" in wide.index:  # ratio of the averages: the headline "% of softmax"
+        wide["recovered_pct_of_average"] = 100 * wide["average"] / wide.loc["softmax", "average"]
     wide["code"] = long.groupby("attention")["code"].agg(_marks)
     wide = wide.loc[_order(wide.index)].reset_index()
     att_rank = {a: i for i, a in enumerate(_order(long["attention"]))}
@@ -676,9 +716,11 @@ def figures(tables: dict, fig_dir: Path) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-def collect(sources: list[Path], results_dir: Path = RESULTS, fig_dir: Path = FIGURES, repository: Path = ROOT) -> dict:
-    """Unpack ``sources``, tabulate every run under ``results_dir/runs`` and draw the figures; ``repository`` is
-    the git checkout whose main branch the ``code`` columns compare run commits with."""
+def collect(sources: list[Path], results_dir: Path = RESULTS, fig_dir: Path = FIGURES, repository: Path = ROOT,
+            report: Path | None = None) -> dict:
+    """Unpack ``sources``, tabulate every run under ``results_dir/runs``, write the claims table (also into
+    ``report`` between its markers) and draw the figures; ``repository`` is the git checkout whose main branch the
+    ``code`` columns compare run commits with."""
     runs_dir = results_dir / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
     for src in sources:
@@ -714,6 +756,7 @@ def collect(sources: list[Path], results_dir: Path = RESULTS, fig_dir: Path = FI
         tables["smollm2_recipe_wikitext"], tables["smollm2_recipe_samsum"] = table_smollm2_recipe(runs)
         ref_glue = ablation_reference(runs, "ablation_glue", ("glue",)).rename(columns={"test/score": "score"})
         tables["ablations_glue"] = table_ablations(runs.rename(columns={"test/score": "score"}), "ablation_glue", ref_glue, "score")
+        tables["mqar_zoology_lr"], tables["mqar_zoology"] = table_mqar_zoology(runs)
     if not jobs.empty:
         write_table(jobs, "jobs", results_dir)
     train, gen, eff = table_efficiency(results_dir)
@@ -724,6 +767,10 @@ def collect(sources: list[Path], results_dir: Path = RESULTS, fig_dir: Path = FI
     for key, t in tables.items():
         if t is not None and not t.empty:
             write_table(t, key, results_dir)
+    summary = claims(tables)
+    write_table(summary, "claims", results_dir, floatfmt="")
+    if report is not None and write_report_block(report, summary):
+        print(f"collect: the claims table at the top of {report.name} rewritten")
     made = figures(tables, fig_dir)
     curve = figure_recipe_curves(recipe_curves(runs_dir), fig_dir / "smollm2_recipe_curves.png")
     if curve is not None:
@@ -749,11 +796,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("sources", nargs="*", type=Path, help="batch tarballs (or folders) to add")
     ap.add_argument("--results", type=Path, default=RESULTS)
     ap.add_argument("--figures", type=Path, default=FIGURES)
+    ap.add_argument("--report", type=Path, default=REPORT,
+                    help="the report whose claims block (between its markers) is rewritten")
     args = ap.parse_args(argv)
     for s in args.sources:
         if not s.exists():
             raise SystemExit(f"collect: {s} does not exist")
-    collect(args.sources, args.results, args.figures)
+    collect(args.sources, args.results, args.figures, report=args.report)
     return 0
 
 

@@ -48,6 +48,19 @@ def test_gaps_follow_a_power_law():
     assert (gaps < space // 4).mean() > 0.5
 
 
+def test_zero_filler_keeps_the_same_pairs_and_queries():
+    """random_filler=False (Zoology's random_non_queries=False): filler is 0, pairs, queries and labels unchanged."""
+    noisy, clean = dataset(n=20), dataset(n=20, random_filler=False)
+    for i in range(len(noisy)):
+        a, b = noisy[i], clean[i]
+        assert torch.equal(a["labels"], b["labels"])
+        used = torch.zeros(L, dtype=torch.bool)
+        used[: 2 * K] = True
+        used[a["labels"] != -100] = True
+        assert torch.equal(a["input_ids"][used], b["input_ids"][used])
+        assert (b["input_ids"][~used] == 0).all() and (a["input_ids"][~used] != 0).any()
+
+
 def test_deterministic_under_seed_and_split():
     a, b = dataset(seed=3), dataset(seed=3)
     for i in (0, 7, 49):

@@ -141,3 +141,21 @@ def test_attention_config_forms_and_errors():
         MultiHeadAttention(30, 4, None)
     with pytest.raises(ValueError, match="multiple of num_kv_heads"):
         MultiHeadAttention(32, 4, None, num_kv_heads=3)
+
+
+def test_attention_only_blocks_with_mlp_ratio_zero():
+    """mlp_ratio=0: blocks are x + attn(ln(x)) (no MLP parameters), still causal; a negative ratio is an error."""
+    model = tiny_gpt("hedgehog", mlp_ratio=0).double()
+    assert all(block.mlp is None and block.ln_2 is None for block in model.blocks)
+    with_mlp = tiny_gpt("hedgehog")
+    mlp_params = sum(p.numel() for b in with_mlp.blocks for p in [*b.mlp.parameters(), *b.ln_2.parameters()])
+    assert model.num_parameters() == with_mlp.num_parameters() - mlp_params
+    x = torch.randint(VOCAB, (2, SEQ_LEN))
+    block = model.blocks[0]
+    h = torch.randn(2, SEQ_LEN, 32, dtype=torch.float64)
+    torch.testing.assert_close(block(h), h + block.attn(block.ln_1(h)), rtol=0, atol=0)
+    y = x.clone()
+    y[:, 9] = (y[:, 9] + 1) % VOCAB
+    torch.testing.assert_close(model(x)[:, :9], model(y)[:, :9], rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="mlp_ratio"):
+        tiny_gpt("softmax", mlp_ratio=-1)

@@ -9,7 +9,8 @@ Keys are drawn without replacement from ``[1, V/2)``, values from ``[V/2, V)`` (
 ``g`` are drawn without replacement from ``[0, (seq_len - 2k) // 2)`` with ``P(g) ~ (g + 1)^(power_a - 1)``
 (a power law: most queries come soon after the pairs, a few far away). The label at a query's position is the
 value paired with that key; every other label is -100. Positions that are neither pairs nor queries hold
-uniformly random tokens from ``[0, V)`` (Zoology's ``random_non_queries``).
+uniformly random tokens from ``[0, V)`` (Zoology's ``random_non_queries=True``), or 0 with
+``random_filler=False`` (``random_non_queries=False``, the setting of Zoology's Figure 2).
 
 Examples are generated on the fly from ``(seed, split, index)``: the same index always gives the same example,
 independent of workers, processes and shuffling; train, val and test use different derived seeds.
@@ -28,7 +29,8 @@ SPLITS = {"train": 0, "val": 1, "test": 2}
 
 
 def mqar_example(
-    rng: np.random.Generator, vocab_size: int, seq_len: int, num_kv_pairs: int, power_a: float = 0.01
+    rng: np.random.Generator, vocab_size: int, seq_len: int, num_kv_pairs: int, power_a: float = 0.01,
+    random_filler: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One MQAR example: ``(input_ids [seq_len], labels [seq_len])`` as int64 arrays (labels -100 off-query)."""
     k = num_kv_pairs
@@ -40,6 +42,8 @@ def mqar_example(
     gaps = rng.choice(space, size=k, replace=False, p=p / p.sum())
 
     input_ids = rng.integers(0, vocab_size, size=seq_len, dtype=np.int64)  # random filler
+    if not random_filler:
+        input_ids[:] = 0  # drawn anyway, so both settings give the same keys, values and gaps
     input_ids[0 : 2 * k : 2] = keys
     input_ids[1 : 2 * k : 2] = values
     query_positions = 2 * k + 2 * gaps
@@ -73,11 +77,12 @@ class MQARDataset(Dataset):
 
     def __init__(
         self, num_examples: int, vocab_size: int, seq_len: int, num_kv_pairs: int, seed: int, split: str,
-        power_a: float = 0.01,
+        power_a: float = 0.01, random_filler: bool = True,
     ) -> None:
         check_mqar_args(vocab_size, seq_len, num_kv_pairs, power_a)
         self.num_examples = num_examples
         self.vocab_size, self.seq_len, self.num_kv_pairs, self.power_a = vocab_size, seq_len, num_kv_pairs, power_a
+        self.random_filler = bool(random_filler)
         self.seed, self.split_id = seed, SPLITS[split]
 
     def __len__(self) -> int:
@@ -87,7 +92,8 @@ class MQARDataset(Dataset):
         if not 0 <= index < self.num_examples:
             raise IndexError(f"MQAR example {index} out of range [0, {self.num_examples})")
         rng = np.random.default_rng([self.seed, self.split_id, index])
-        input_ids, labels = mqar_example(rng, self.vocab_size, self.seq_len, self.num_kv_pairs, self.power_a)
+        input_ids, labels = mqar_example(rng, self.vocab_size, self.seq_len, self.num_kv_pairs, self.power_a,
+                                         self.random_filler)
         return {"input_ids": torch.from_numpy(input_ids), "labels": torch.from_numpy(labels)}
 
 
@@ -113,6 +119,7 @@ class MQARDataModule(DataModuleBase):
         seed: int = 0,
         num_workers: int = 0,
         power_a: float = 0.01,
+        random_filler: bool = True,
     ) -> None:
         super().__init__(batch_size, num_workers)
         check_mqar_args(vocab_size, seq_len, num_kv_pairs, power_a)
@@ -125,7 +132,7 @@ class MQARDataModule(DataModuleBase):
         self.num_kv_pairs = num_kv_pairs
         sizes = {"train": num_train, "val": num_val, "test": num_test}
         self.datasets = {
-            split: MQARDataset(n, vocab_size, seq_len, num_kv_pairs, seed, split, power_a)
+            split: MQARDataset(n, vocab_size, seq_len, num_kv_pairs, seed, split, power_a, random_filler)
             for split, n in sizes.items()
         }
 

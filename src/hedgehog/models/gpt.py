@@ -34,18 +34,19 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-LN Transformer block: ``x + attn(ln_1(x))`` then ``x + mlp(ln_2(x))``."""
+    """Pre-LN Transformer block: ``x + attn(ln_1(x))`` then ``x + mlp(ln_2(x))``; with ``mlp_ratio=0`` attention
+    only (Zoology's MQAR models, whose state mixer is the identity)."""
 
     def __init__(self, d_model: int, n_heads: int, attention: Any, dropout: float, mlp_ratio: int) -> None:
         super().__init__()
         self.ln_1 = nn.LayerNorm(d_model)
         self.attn = MultiHeadAttention(d_model, n_heads, attention, causal=True, dropout=dropout)
-        self.ln_2 = nn.LayerNorm(d_model)
-        self.mlp = MLP(d_model, mlp_ratio, dropout)
+        self.ln_2 = nn.LayerNorm(d_model) if mlp_ratio else None
+        self.mlp = MLP(d_model, mlp_ratio, dropout) if mlp_ratio else None
 
     def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
         x = x + self.attn(self.ln_1(x), key_padding_mask=key_padding_mask)
-        return x + self.mlp(self.ln_2(x))
+        return x if self.mlp is None else x + self.mlp(self.ln_2(x))
 
 
 class GPT(nn.Module):
@@ -54,7 +55,7 @@ class GPT(nn.Module):
     Args:
         vocab_size: V. seq_len: longest sequence (size of the position table).
         d_model, n_layers, n_heads: width, depth, heads. attention: ``{name, options}`` or None (softmax).
-        dropout: embedding, residual and MLP dropout. mlp_ratio: MLP hidden width / d_model.
+        dropout: embedding, residual and MLP dropout. mlp_ratio: MLP hidden width / d_model (0: no MLP).
         tie_embeddings: share the output head's weight with the token embedding.
     """
 
@@ -74,6 +75,8 @@ class GPT(nn.Module):
         for name, value in (("vocab_size", vocab_size), ("seq_len", seq_len), ("n_layers", n_layers)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"GPT: {name} must be a positive int, got {value!r}")
+        if not isinstance(mlp_ratio, int) or mlp_ratio < 0:
+            raise ValueError(f"GPT: mlp_ratio must be an int >= 0 (0: attention-only blocks), got {mlp_ratio!r}")
         self.seq_len = seq_len
         self.attention_name, _ = parse_attention(attention)
         self.token_embedding = nn.Embedding(vocab_size, d_model)
@@ -95,7 +98,7 @@ class GPT(nn.Module):
                 if getattr(module, "bias", None) is not None:
                     nn.init.zeros_(module.bias)
         for block in self.blocks:  # residual projections, as in GPT-2
-            for proj in (block.attn.o_proj, block.mlp.proj):
+            for proj in (block.attn.o_proj, *([] if block.mlp is None else [block.mlp.proj])):
                 nn.init.normal_(proj.weight, mean=0.0, std=0.02 / math.sqrt(2 * n_layers))
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:

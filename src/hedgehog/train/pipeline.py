@@ -448,6 +448,7 @@ def _train_in(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any]:
         "data": _choice(cfg, "data"),
         "regime": _choice(cfg, "regime"),
         "seed": int(cfg.seed),
+        "lr": OmegaConf.select(cfg, "regime.lr", default=None),
         "metrics": final_metrics,
         "chance": chance_levels(datamodule),
         "stages": stage_records,

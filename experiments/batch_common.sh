@@ -10,6 +10,8 @@
 #   WORKERS            parallel runs (default 8 on a GPU, 2 in SMOKE mode)
 #   SEED               seed of every run (default 0)
 #   PYTHON             interpreter (default python)
+#   PAUSE_MARGIN       seconds before a job's deadline at which its run pauses, to continue in the next sitting
+#   PACK_PAUSED=1      also pack the checkpoints of paused runs (to continue them on another machine)
 # A caller may set LOGS before sourcing (the folder of the runs; default $WORK/$BATCH), and JOB_HISTORY before run_plan
 # (a JSONL file of every job that ended, kept over invocations: batch_runner.py --history).
 
@@ -193,7 +195,8 @@ EOF
       while [ ! -e "$WORK/.stop_packer" ]; do
           sleep 5; n=$((n + 1))
           if [ $((n % 24)) = 0 ] && [ ! -e "$WORK/.stop_packer" ]; then
-              $PY experiments/batch_runner.py pack --log-dir "$LOGS" --out "$OUT/$BATCH.tar.gz" --arcname "$BATCH" > /dev/null 2>&1
+              $PY experiments/batch_runner.py pack --log-dir "$LOGS" --out "$OUT/$BATCH.tar.gz" --arcname "$BATCH" \
+                  ${PACK_PAUSED:+--paused-checkpoints --max-mib 60} > /dev/null 2>&1
           fi
       done ) &
     PACKER=$!
@@ -221,7 +224,8 @@ finish() {
     $PY experiments/batch_runner.py estimate --log-dir "$LOGS" --workers "$WORKERS" --sitting "$TOTAL" --plan "$PLAN" \
         > "$JOBS/estimate.txt" 2>&1 && tail -n 1 "$JOBS/estimate.txt" | sed "s/^/[$BATCH] /"
     say "packing"
-    $PY experiments/batch_runner.py pack --log-dir "$LOGS" --out "$OUT/$BATCH.tar.gz" --arcname "$BATCH"
+    $PY experiments/batch_runner.py pack --log-dir "$LOGS" --out "$OUT/$BATCH.tar.gz" --arcname "$BATCH" \
+        ${PACK_PAUSED:+--paused-checkpoints --max-mib 60}
     { cat "$JOBS/summary.log" 2>/dev/null; echo; cat "$JOBS/results_table.txt"; echo; tail -n 5 "$JOBS/batch.log"; } \
         > "$OUT/${BATCH}_summary.log"
     say "done: $(ls -la "$OUT" | tail -n +2 | awk '{print $5, $9}' | tr '\n' ' ')"

@@ -71,7 +71,7 @@ def summary_rows(log_dir: Path) -> list[tuple[str, str]]:
     return [(job["name"], job["status"]) for job in summary["jobs"]]
 
 
-@pytest.mark.parametrize("batch", ["a", "b", "c", "d", "g"])
+@pytest.mark.parametrize("batch", ["a", "b", "c", "d", "g", "h"])
 def test_gpu_batch_smoke_plan(batch, batch_runner, tmp_path, data_dir):
     proc = run_script(f"gpu_batch_{batch}.sh", tmp_path, data_dir, SMOKE="1")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -82,6 +82,12 @@ def test_gpu_batch_smoke_plan(batch, batch_runner, tmp_path, data_dir):
         if job.name.startswith("glue_"):
             assert job.after == ["teacher_" + job.name.split("_")[1]], "a GLUE arm starts from its task's teacher"
     assert (tmp_path / "out" / f"batch_{batch}.tar.gz").is_file()
+
+
+def test_mqar_seeds_phase_needs_the_sweep_first(batch_runner, tmp_path, data_dir):
+    proc = run_script("gpu_batch_h.sh", tmp_path, data_dir, SMOKE="1", PHASE="seeds")
+    assert proc.returncode == 1
+    assert "no learning rates chosen yet (run PHASE=sweep to completion first)" in proc.stdout
 
 
 def test_cpu_batch_plans_every_section_and_keeps_one_summary(batch_runner, tmp_path, data_dir):

@@ -402,6 +402,39 @@ def table_glue(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return long.reset_index(drop=True), wide
 
 
+def table_glue_seeds(runs: pd.DataFrame, family: str = "glue_seeds") -> pd.DataFrame:
+    """GLUE over seeds (batch I): per attention, each task's score as mean ± std over seeds, the six-task average
+    per seed (only for seeds with every task), its mean and std, the per-seed scores, and ``recovered_pct_of_average``:
+    the ratio of the mean averages to softmax's (the headline "% of softmax"), with ``vs_softmax`` saying whether the
+    difference of the averages is beyond their spread."""
+    df = latest(runs[runs["family"] == family], ["name"])
+    if df.empty:
+        return pd.DataFrame()
+    df = df.assign(_score=_col(df, "test/score"))
+    tasks = [t for t in GLUE_TASKS if t in set(df["task"])] + sorted(set(df["task"].dropna()) - set(GLUE_TASKS))
+    averages: dict[str, Arm] = {}
+    rows = []
+    for att, g in df.groupby("attention"):
+        row: dict = {"attention": att}
+        for task in tasks:
+            vals = g[g["task"] == task]["_score"].astype(float)
+            row[task] = Arm(tuple(vals)).show("{:.1f}") if len(vals) else "-"
+        per_seed = g.pivot_table(index="seed", columns="task", values="_score").reindex(columns=tasks)
+        complete = per_seed.dropna()
+        arm = Arm(tuple(complete.mean(axis=1).astype(float)))
+        averages[att] = arm
+        row.update({"seeds": arm.n, "average_mean": arm.mean, "average_std": arm.std,
+                    "per_seed": " ".join(f"s{int(sd)}={v:.4g}" for sd, v in zip(complete.index, arm.values)),
+                    "steps": " ".join(sorted(set(g["steps"]))), "code": _marks(_code(g))})
+        rows.append(row)
+    t = pd.DataFrame(rows)
+    if "softmax" in averages:
+        soft = averages["softmax"]
+        t["recovered_pct_of_average"] = [100 * averages[a].mean / soft.mean for a in t["attention"]]
+        t["vs_softmax"] = [None if a == "softmax" else compare(averages[a], soft) for a in t["attention"]]
+    return t.set_index("attention").loc[_order(t["attention"])].reset_index()
+
+
 def _ablation_label(row) -> str:
     name = str(row["name"])
     opts = json.loads(row["attention_options"] or "{}")
@@ -757,6 +790,7 @@ def collect(sources: list[Path], results_dir: Path = RESULTS, fig_dir: Path = FI
         ref_glue = ablation_reference(runs, "ablation_glue", ("glue",)).rename(columns={"test/score": "score"})
         tables["ablations_glue"] = table_ablations(runs.rename(columns={"test/score": "score"}), "ablation_glue", ref_glue, "score")
         tables["mqar_zoology_lr"], tables["mqar_zoology"] = table_mqar_zoology(runs)
+        tables["glue_seeds"] = table_glue_seeds(runs)
     if not jobs.empty:
         write_table(jobs, "jobs", results_dir)
     train, gen, eff = table_efficiency(results_dir)

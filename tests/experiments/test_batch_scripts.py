@@ -71,7 +71,7 @@ def summary_rows(log_dir: Path) -> list[tuple[str, str]]:
     return [(job["name"], job["status"]) for job in summary["jobs"]]
 
 
-@pytest.mark.parametrize("batch", ["a", "b", "c", "d", "g", "h"])
+@pytest.mark.parametrize("batch", ["a", "b", "c", "d", "g", "h", "i"])
 def test_gpu_batch_smoke_plan(batch, batch_runner, tmp_path, data_dir):
     proc = run_script(f"gpu_batch_{batch}.sh", tmp_path, data_dir, SMOKE="1")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -80,7 +80,8 @@ def test_gpu_batch_smoke_plan(batch, batch_runner, tmp_path, data_dir):
     assert jobs and summary_rows(log_dir) == [(job.name, "ok") for job in jobs]
     for job in jobs:
         if job.name.startswith("glue_"):
-            assert job.after == ["teacher_" + job.name.split("_")[1]], "a GLUE arm starts from its task's teacher"
+            seed = "_s" + job.name.rpartition("_s")[2] if batch == "i" else ""  # batch I: a teacher per seed
+            assert job.after == ["teacher_" + job.name.split("_")[1] + seed], "a GLUE arm starts from its task's teacher"
     assert (tmp_path / "out" / f"batch_{batch}.tar.gz").is_file()
 
 

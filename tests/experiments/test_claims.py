@@ -123,3 +123,31 @@ def test_mqar_learning_rate_is_chosen_on_validation_at_seed_0(tmp_path):
     assert seeds.loc["hedgehog", "seeds"] == 2 and seeds.loc["hedgehog", "lr"] == 1e-3
     assert seeds.loc["hedgehog", "test/acc_mean"] == pytest.approx((0.50 + 0.93) / 2)
     assert (tmp_path / "results" / "claims.md").is_file()
+
+
+def test_glue_over_seeds_gives_the_ratio_of_averages_and_ties(tmp_path):
+    collect = load_collect()
+    runs = tmp_path / "results" / "runs" / "gpu_i" / "glue_seeds"
+    scores = {("softmax", 0): (80.0, 60.0), ("softmax", 1): (82.0, 62.0), ("softmax", 2): (81.0, 58.0),
+              ("hedgehog", 0): (79.0, 61.0), ("hedgehog", 1): (81.0, 59.0), ("hedgehog", 2): (80.0, 60.0),
+              ("t2r", 0): (70.0, 50.0), ("t2r", 1): (71.0, 51.0), ("t2r", 2): (69.0, 49.0)}
+    for (att, seed), (sst2, rte) in scores.items():
+        for task, score in (("sst2", sst2), ("rte", rte)):
+            d = runs / f"{task}_{att}_s{seed}"
+            d.mkdir(parents=True)
+            (d / "results.json").write_text(json.dumps({
+                "status": "complete", "attention": att, "data": f"glue/{task}", "seed": seed,
+                "metrics": {"test/score": score}, "stages": {"finetune_linear": {"global_step": 400}},
+                "device": {"accelerator": "cuda", "name": "x"}}))
+    (hidden := runs / "rte_hedgehog_s3").mkdir()  # a seed without every task: not in the averages
+    (hidden / "results.json").write_text(json.dumps({
+        "status": "complete", "attention": "hedgehog", "data": "glue/rte", "seed": 3, "metrics": {"test/score": 0.0},
+        "stages": {}, "device": {"accelerator": "cuda", "name": "x"}}))
+    tables = collect.collect([], tmp_path / "results", tmp_path / "figures")
+    t = tables["glue_seeds"].set_index("attention")
+    assert t.loc["hedgehog", "seeds"] == 3 and t.loc["softmax", "average_mean"] == pytest.approx(70.5)
+    assert t.loc["hedgehog", "recovered_pct_of_average"] == pytest.approx(100 * 70.0 / 70.5)
+    assert t.loc["hedgehog", "vs_softmax"] == "tie" and t.loc["t2r", "vs_softmax"] == "worse"
+    first, second = claims.claim_glue(tables)
+    assert first.verdict == "reproduced" and "99.3%" in first.ours
+    assert second.verdict == "reproduced" and "vs t2r: better" in second.why

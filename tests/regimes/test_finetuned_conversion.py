@@ -84,7 +84,7 @@ def test_distillation_loss_falls(data_dir, wordpiece, tmp_path):
 def test_stsb_regression_softmax_arm(data_dir, wordpiece, tmp_path):
     dm = glue("STS-B", data_dir, wordpiece)
     module = module_for(tiny_bert(len(wordpiece), num_labels=dm.num_labels), task="stsb", attention="softmax",
-                        finetune_steps=2)
+                        finetune_steps=2, match_linear_budget=False)
     assert [s.max_steps for s in module.stages] == [2, 0, 0]  # nothing to distil, nothing linear to finetune
     out = run_stages(module, dm, tmp_path)
     assert not is_converted(module.model)
@@ -92,6 +92,25 @@ def test_stsb_regression_softmax_arm(data_dir, wordpiece, tmp_path):
     assert {"test/pearson", "test/spearmanr", "test/score", "test/loss"} <= set(test)
     assert test["test/score"] == pytest.approx(50 * (test["test/pearson"] + test["test/spearmanr"]), abs=1e-4)
     assert test["teacher/test/score"] == test["test/score"]  # the softmax arm is its own teacher
+
+
+def test_softmax_control_trains_on_for_a_linear_arms_steps(data_dir, wordpiece, tmp_path):
+    """The equal-budget control: the teacher keeps finetuning (unconverted) for distill + finetune_linear steps."""
+    dm = glue("rte", data_dir, wordpiece)
+    module = module_for(tiny_bert(len(wordpiece)), attention="softmax", finetune_steps=2, distill_steps=2,
+                        finetune_linear_steps=3)
+    linear = module_for(tiny_bert(len(wordpiece)), finetune_steps=2, distill_steps=2, finetune_linear_steps=3)
+    assert [s.max_steps for s in module.stages] == [2, 0, 5]
+    assert sum(s.max_steps for s in module.stages) == sum(s.max_steps for s in linear.stages)
+    trained = {}
+    for stage in module.stages:
+        module.start_stage(stage.name)
+        if stage.max_steps:
+            before = snapshot(module.model)
+            trainer_for(tmp_path, max_steps=stage.max_steps).fit(module, datamodule=dm)
+            trained[stage.name] = changed(before, module.model)
+    assert set(trained) == {"finetune", "finetune_linear"} and trained["finetune_linear"]
+    assert not is_converted(module.model)
 
 
 def test_lora_in_the_linear_stage_trains_adapters_and_feature_maps_only(data_dir, wordpiece, tmp_path):

@@ -8,7 +8,9 @@ Stages (``hedgehog.regimes.stages`` protocol; ``run.py`` fits them in order):
    attention weights match the frozen softmax teacher's (soft cross-entropy, summed over layers). Skipped for
    softmax and for feature maps without parameters.
 3. ``finetune_linear``: finetune the converted model on the task in its linear form (all weights, or LoRA
-   adapters when ``lora`` is given). Skipped for softmax (it would only extend the teacher's finetuning).
+   adapters when ``lora`` is given). For softmax, the control arm: with ``match_linear_budget`` (default) the
+   teacher keeps finetuning for ``distill_steps + finetune_linear_steps`` steps, the steps a linear arm trains
+   after the teacher, so that every arm of a comparison trains the same steps; without it, skipped.
 
 Metrics: ``train/loss`` and ``val/loss`` are the stage's objective; task stages add ``val/<metric>`` and
 ``val/score``, the distill stage ``val/teacher_entropy``, ``val/student_entropy`` and ``val/kl`` (layer means).
@@ -45,6 +47,8 @@ class FinetunedConversionModule(ConversionModule):
     finetune_steps / distill_steps / finetune_linear_steps and the matching ``*_lr``: per-stage budget.
     teacher_checkpoint: hub name or folder of a finetuned model of the same architecture; its weights are
         loaded now and the ``finetune`` stage is skipped.
+    match_linear_budget: softmax only: continue finetuning the teacher for as many steps as a linear arm's
+        ``distill`` + ``finetune_linear`` stages (the equal-budget control); False stops at the teacher.
     Other arguments: see ``ConversionModule``.
     """
 
@@ -67,6 +71,7 @@ class FinetunedConversionModule(ConversionModule):
         finetune_feature_maps: bool = True,
         distilled_from: str | None = None,
         teacher_checkpoint: str | None = None,
+        match_linear_budget: bool = True,
     ) -> None:
         super().__init__(
             model, attention, weight_decay=weight_decay, warmup_ratio=warmup_ratio, min_lr_ratio=min_lr_ratio,
@@ -89,12 +94,15 @@ class FinetunedConversionModule(ConversionModule):
                 log.info("teacher_checkpoint given: skipping the finetune stage (%d steps)", finetune_steps)
             finetune_steps = 0
         softmax = self.attention_name == "softmax"
+        linear_steps = finetune_linear_steps
+        if softmax:  # the control arm: the teacher trains on for a linear arm's steps after the teacher, or stops
+            linear_steps = distill_steps + finetune_linear_steps if match_linear_budget else 0
         self.set_plans([
             StagePlan("finetune", "task", converted=False, trainable="all", steps=finetune_steps, lr=finetune_lr),
             StagePlan("distill", "distill", converted=True, trainable="feature_maps", steps=distill_steps,
                       lr=distill_lr),
             StagePlan("finetune_linear", "task", converted=True, trainable="lora" if lora else "all",
-                      steps=0 if softmax else finetune_linear_steps, lr=finetune_linear_lr),
+                      steps=linear_steps, lr=finetune_linear_lr),
         ])
         self.eval_loss = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
         self.eval_preds = nn.ModuleDict({s: CatMetric() for s in ("val", "test")})

@@ -260,16 +260,18 @@ def draw(result: dict, fig_dir: Path) -> list[str]:
     plt.close(fig)
     written.append(str(path))
 
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    batches = sorted({r["batch"] for rows in result["generate"].values() for r in rows if "tokens_per_s" in r})
+    settings = sorted({(r.get("prompt_len", 0), r["batch"]) for rows in result["generate"].values() for r in rows
+                       if "tokens_per_s" in r})
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(settings)), 3.6))
     gen_arms = [a for a in arms if result["generate"].get(a)]
     width = 0.8 / max(1, len(gen_arms))
     for i, arm in enumerate(gen_arms):
-        vals = {r["batch"]: r["tokens_per_s"] for r in result["generate"][arm] if "tokens_per_s" in r}
-        ax.bar([j + i * width for j in range(len(batches))], [vals.get(b, 0) for b in batches], width, label=arm)
-    ax.set_xticks([j + width * (len(gen_arms) - 1) / 2 for j in range(len(batches))], [f"batch {b}" for b in batches])
+        vals = {(r.get("prompt_len", 0), r["batch"]): r["tokens_per_s"] for r in result["generate"][arm] if "tokens_per_s" in r}
+        ax.bar([j + i * width for j in range(len(settings))], [vals.get(k, 0) for k in settings], width, label=arm)
+    ax.set_xticks([j + width * (len(gen_arms) - 1) / 2 for j in range(len(settings))],
+                  [f"prompt {p}\nbatch {b}" for p, b in settings], fontsize=7)
     ax.set_ylabel("generated tokens / s")
-    ax.set_title(f"greedy generation, prompt {result['prompt_len']} + {result['new_tokens']} new tokens", fontsize=9)
+    ax.set_title(f"greedy generation, {result['new_tokens']} new tokens after the prompt", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     path = fig_dir / "efficiency_generate.png"
@@ -285,9 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--arms", default="softmax,hedgehog,hedgehog-torch,t2r,elu")
     ap.add_argument("--tokens-per-batch", type=int, default=16384)
     ap.add_argument("--seq-lens", default="1024,4096,8192")
-    ap.add_argument("--prompt-len", type=int, default=256)
+    ap.add_argument("--prompt-len", default="256", help="prompt length(s) of the generation rows, comma-separated")
     ap.add_argument("--new-tokens", type=int, default=256)
-    ap.add_argument("--gen-batch", type=int, default=16)
+    ap.add_argument("--gen-batch", default="16",
+                    help="generation batch(es) besides batch 1, comma-separated: one row per prompt length and batch")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3, help="timed training steps per setting (median)")
     ap.add_argument("--gen-repeats", type=int, default=1, help="timed generations per setting (median)")
@@ -301,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="random weights in this Hugging Face config's architecture instead of --model-path")
     args = ap.parse_args(argv)
     if args.smoke:
-        args.tokens_per_batch, args.seq_lens, args.prompt_len, args.new_tokens, args.gen_batch = 256, "64,128", 16, 8, 2
+        args.tokens_per_batch, args.seq_lens, args.new_tokens = 256, "64,128", 8
+        args.prompt_len, args.gen_batch = ("16,32", "2") if "," in args.prompt_len else ("16", "2")
         args.warmup, args.repeats = 1, 1
 
     device = torch.device(args.device)
@@ -310,10 +314,12 @@ def main(argv: list[str] | None = None) -> int:
     vocab = int(base.config.vocab_size)
     arms = [a for a in args.arms.split(",") if a]
     seq_lens = [int(s) for s in args.seq_lens.split(",")]
+    prompt_lens = [int(s) for s in str(args.prompt_len).split(",")]
+    gen_batches = sorted({1, *(int(b) for b in str(args.gen_batch).split(","))})
     result = {
         "experiment": "efficiency", "model": model_name, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "dtype": "bf16-mixed (fp32 weights, bf16 autocast)" if device.type == "cuda" else "fp32", "tokens_per_batch": args.tokens_per_batch,
-        "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "warmup": args.warmup, "repeats": args.repeats,
+        "prompt_len": prompt_lens[0] if len(prompt_lens) == 1 else prompt_lens, "new_tokens": args.new_tokens, "warmup": args.warmup, "repeats": args.repeats,
         "torch": torch.__version__, "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "train": {}, "generate": {}, "profile": {},
     }
@@ -353,12 +359,15 @@ def main(argv: list[str] | None = None) -> int:
             result["profile"][arm] = row
             print(f"[efficiency] profile {arm:13s} {({k: v for k, v in row.items() if k != 'top_kernels'})}", flush=True)
         # generation has its own kernel path: one Hedgehog row is enough there, none for the -torch arm
-        for batch in () if arm.endswith("-torch") or args.new_tokens == 0 else (1, args.gen_batch):
+        grid = [] if arm.endswith("-torch") or args.new_tokens == 0 else [(p, b) for p in prompt_lens for b in gen_batches]
+        for prompt_len, batch in grid:
             model = arm_model(base, arm)
             try:
-                row = generate_throughput(model, device, batch, args.prompt_len, args.new_tokens, 1, args.gen_repeats, vocab)
+                row = generate_throughput(model, device, batch, prompt_len, args.new_tokens, 1, args.gen_repeats, vocab)
+            except torch.OutOfMemoryError as error:
+                row = {"batch": batch, "prompt_len": prompt_len, "error": f"out of memory: {str(error).splitlines()[0]}"}
             except Exception as error:
-                row = {"batch": batch, "error": f"{type(error).__name__}: {error}"[:300]}
+                row = {"batch": batch, "prompt_len": prompt_len, "error": f"{type(error).__name__}: {error}"[:300]}
             del model
             result["generate"][arm].append(row)
             print(f"[efficiency] generate {arm:12s} {row}", flush=True)

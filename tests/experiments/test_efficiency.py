@@ -25,3 +25,19 @@ def test_efficiency_smoke_with_profile(tmp_path):
         # the attention function's own time is found and is part of the step
         assert 0 < profile["attention_fwd_ms_per_layer"] * profile["layers"] < profile["step_ms"]
         assert profile["top_kernels"]
+
+
+def test_generation_grid_over_prompt_lengths_and_batches(tmp_path):
+    """One run measures every arm at every prompt length and batch (batch 1 always), each row saying which."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "efficiency.py"), "--smoke", "--arms", "softmax,hedgehog",
+         "--prompt-len", "16,32", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "efficiency.json").read_text())
+    for arm in ("softmax", "hedgehog"):
+        rows = result["generate"][arm]
+        assert sorted((r["prompt_len"], r["batch"]) for r in rows) == [(16, 1), (16, 2), (32, 1), (32, 2)]
+        assert all(r["tokens_per_s"] > 0 and r["new_tokens"] == 8 for r in rows)
+    assert (tmp_path / "figures" / "efficiency_generate.png").is_file()

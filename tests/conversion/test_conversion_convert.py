@@ -173,3 +173,36 @@ def test_llama_config_with_head_dim_override():
     layer = converted_layers(model)[0]
     assert (layer.num_heads, layer.num_kv_heads, layer.head_dim) == (4, 1, 16)
     assert torch.isfinite(outputs(model, *batch(length=5))).all()
+
+
+@pytest.mark.parametrize("distilling", [False, True])
+def test_attention_inputs_reach_the_kernels_in_the_autocast_dtype(monkeypatch, distilling):
+    """Under bf16 autocast a Llama hands the layer float32 q, k (RoPE in float32) and may hand float32 v: all
+    three must reach the attention in bfloat16, or the kernels take their float32 path."""
+    import hedgehog.conversion.layer as layer_module
+
+    seen = []
+    real = layer_module.attend
+
+    def recording(q, k, v, **kwargs):
+        seen.append((q.dtype, k.dtype, v.dtype))
+        return real(q, k, v, **kwargs)
+
+    monkeypatch.setattr(layer_module, "attend", recording)
+    model = hedgehog.convert(tiny_llama(), attention="hedgehog")
+    if distilling:  # the output-MSE transfer runs the student through attend
+        hedgehog.conversion.set_distillation(model, True, cross_entropy=0.0, mse_weight=1.0, metrics=False)
+    ids = torch.randint(3, VOCAB, (2, 12))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(input_ids=ids).logits
+    assert torch.isfinite(out.float()).all()
+    assert seen and all(dtypes == (torch.bfloat16,) * 3 for dtypes in seen), seen
+    seen.clear()
+    layer = hedgehog.conversion.converted_layers(model)[0]
+    q, k, v = torch.randn(2, 6, 12, 8), torch.randn(2, 2, 12, 8), torch.randn(2, 2, 12, 8)  # all float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        layer(q, k, v, None, causal=True)
+    assert seen == [(torch.bfloat16,) * 3]
+    seen.clear()
+    model(input_ids=ids)  # without autocast nothing is cast
+    assert seen and all(dtypes == (torch.float32,) * 3 for dtypes in seen), seen

@@ -65,6 +65,18 @@ def key_padding_mask(attention_mask: Tensor | None, kv_length: int) -> Tensor | 
     return mask
 
 
+def autocast_inputs(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """q, k, v in the autocast dtype when 16-bit autocast is on for their device (float64 inputs are left as
+    they are), else unchanged."""
+    device = q.device.type
+    if not torch.is_autocast_enabled(device) or q.dtype == torch.float64:
+        return q, k, v
+    dtype = torch.get_autocast_dtype(device)
+    if dtype not in (torch.float16, torch.bfloat16):
+        return q, k, v
+    return q.to(dtype), k.to(dtype), v.to(dtype)
+
+
 def _weights_times_values(weights: Tensor, v: Tensor) -> Tensor:
     """``weights [B, Hq, N, M] @ v [B, Hk, M, Dv]`` with grouped-query heads -> ``[B, Hq, N, Dv]`` in v's dtype."""
     b, hq, n, m = weights.shape
@@ -171,16 +183,16 @@ class ConvertedAttention(nn.Module):
         ``scaling`` is the model's softmax scale: the teacher uses it as is, and queries entering a feature map
         (or the hybrid's window, at its default ``1/sqrt(D)``) are multiplied by ``scaling * sqrt(D)`` so that
         maps written for ``1/sqrt(D)`` see the model's scale (a no-op for the usual ``scaling = 1/sqrt(D)``).
-        ``dropout`` applies to the teacher's weights only. Under autocast, q and k are cast to v's dtype (the
-        autocast dtype), as softmax attention does, so the kernels see 16-bit inputs.
+        ``dropout`` applies to the teacher's weights only. Under 16-bit autocast, q, k and v are cast to the
+        autocast dtype, as autocast does for SDPA, so the kernels see 16-bit inputs: RoPE leaves q and k in
+        float32, and a model may hand v over in float32 too (the kernels' float32 path is 5-12x slower).
         """
         if q.shape[1] != self.num_heads or k.shape[1] != self.num_kv_heads or q.shape[-1] != self.head_dim:
             raise ValueError(
                 f"converted attention layer {self.layer_idx} was built for {self.num_heads} query / "
                 f"{self.num_kv_heads} key-value heads of width {self.head_dim}, got q {list(q.shape)}, k {list(k.shape)}"
             )
-        if torch.is_autocast_enabled(q.device.type) and v.dtype in (torch.float16, torch.bfloat16):
-            q, k = q.to(v.dtype), k.to(v.dtype)  # RoPE in float32 would otherwise send float32 q, k on
+        q, k, v = autocast_inputs(q, k, v)
         mask = key_padding_mask(attention_mask, k.shape[2])
         q_lin = q
         if scaling is not None and not math.isclose(scaling * math.sqrt(q.shape[-1]), 1.0, rel_tol=1e-9):

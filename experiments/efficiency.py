@@ -141,7 +141,13 @@ def train_throughput(model, device, batch: int, seq_len: int, warmup: int, repea
 
 @torch.no_grad()
 def generate_throughput(model, device, batch: int, prompt_len: int, new_tokens: int, warmup: int, repeats: int,
-                        vocab: int) -> dict:
+                        vocab: int, decoder: str = "generate") -> dict:
+    """Tokens/s of greedy decoding (prefill included). ``decoder``: ``generate`` (transformers' loop, one launch
+    per kernel) or ``graph`` (``hedgehog.conversion.decode.greedy_decode``: the step replayed from a CUDA graph,
+    softmax on transformers' static cache); the graph rows also give ``step_ms``, the time per decoded token
+    without the prefill (from a run decoding one token)."""
+    from hedgehog.conversion.decode import greedy_decode
+
     model.eval()
     ids = torch.randint(2, vocab, (batch, prompt_len), device=device)
     mask = torch.ones_like(ids)
@@ -149,8 +155,11 @@ def generate_throughput(model, device, batch: int, prompt_len: int, new_tokens: 
 
     def gen(n=new_tokens):
         with autocast(device):
-            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
-                                 do_sample=False, pad_token_id=0)
+            if decoder == "graph":
+                out = greedy_decode(model, ids, n, attention_mask=mask, cuda_graph=device.type == "cuda")
+            else:
+                out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
+                                     do_sample=False, pad_token_id=0)
         lengths.append(out.shape[1] - prompt_len)
 
     for _ in range(warmup):  # short warm-up generations: kernels compiled, caches allocated
@@ -158,9 +167,14 @@ def generate_throughput(model, device, batch: int, prompt_len: int, new_tokens: 
     lengths.clear()
     reset_peak(device)
     seconds = timed(gen, device, 0, repeats)
-    return {"batch": batch, "prompt_len": prompt_len, "new_tokens": int(statistics.median(lengths)),
-            "seconds": round(seconds, 4), "tokens_per_s": round(batch * new_tokens / seconds, 1),
-            "peak_mib": peak_mib(device)}
+    row = {"batch": batch, "prompt_len": prompt_len, "decoder": decoder, "new_tokens": int(statistics.median(lengths)),
+           "seconds": round(seconds, 4), "tokens_per_s": round(batch * new_tokens / seconds, 1),
+           "peak_mib": peak_mib(device)}
+    if decoder == "graph" and new_tokens > 1:
+        first = timed(lambda: gen(1), device, 0, repeats)
+        row["prefill_s"] = round(first, 4)
+        row["step_ms"] = round(1000 * (seconds - first) / (new_tokens - 1), 3)
+    return row
 
 
 ATTENTION_RANGE = "efficiency::attention"
@@ -263,12 +277,15 @@ def draw(result: dict, fig_dir: Path) -> list[str]:
     settings = sorted({(r.get("prompt_len", 0), r["batch"]) for rows in result["generate"].values() for r in rows
                        if "tokens_per_s" in r})
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(settings)), 3.6))
-    gen_arms = [a for a in arms if result["generate"].get(a)]
-    width = 0.8 / max(1, len(gen_arms))
-    for i, arm in enumerate(gen_arms):
-        vals = {(r.get("prompt_len", 0), r["batch"]): r["tokens_per_s"] for r in result["generate"][arm] if "tokens_per_s" in r}
-        ax.bar([j + i * width for j in range(len(settings))], [vals.get(k, 0) for k in settings], width, label=arm)
-    ax.set_xticks([j + width * (len(gen_arms) - 1) / 2 for j in range(len(settings))],
+    series = sorted({(a, r.get("decoder", "generate")) for a in arms for r in result["generate"].get(a, [])},
+                    key=lambda s: (arms.index(s[0]), s[1]))  # one bar per arm and decoding loop
+    width = 0.8 / max(1, len(series))
+    for i, (arm, decoder) in enumerate(series):
+        vals = {(r.get("prompt_len", 0), r["batch"]): r["tokens_per_s"] for r in result["generate"][arm]
+                if "tokens_per_s" in r and r.get("decoder", "generate") == decoder}
+        ax.bar([j + i * width for j in range(len(settings))], [vals.get(k, 0) for k in settings], width,
+               label=f"{arm} ({decoder})")
+    ax.set_xticks([j + width * (len(series) - 1) / 2 for j in range(len(settings))],
                   [f"prompt {p}\nbatch {b}" for p, b in settings], fontsize=7)
     ax.set_ylabel("generated tokens / s")
     ax.set_title(f"greedy generation, {result['new_tokens']} new tokens after the prompt", fontsize=9)
@@ -291,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--gen-batch", default="16",
                     help="generation batch(es) besides batch 1, comma-separated: one row per prompt length and batch")
+    ap.add_argument("--decoders", default="generate,graph",
+                    help="generation loops, comma-separated: generate (transformers) and/or graph (CUDA-graph step)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3, help="timed training steps per setting (median)")
     ap.add_argument("--gen-repeats", type=int, default=1, help="timed generations per setting (median)")
@@ -359,15 +378,20 @@ def main(argv: list[str] | None = None) -> int:
             result["profile"][arm] = row
             print(f"[efficiency] profile {arm:13s} {({k: v for k, v in row.items() if k != 'top_kernels'})}", flush=True)
         # generation has its own kernel path: one Hedgehog row is enough there, none for the -torch arm
-        grid = [] if arm.endswith("-torch") or args.new_tokens == 0 else [(p, b) for p in prompt_lens for b in gen_batches]
-        for prompt_len, batch in grid:
+        decoders = [d for d in args.decoders.split(",") if d]
+        grid = [] if arm.endswith("-torch") or args.new_tokens == 0 else [
+            (p, b, d) for d in decoders for p in prompt_lens for b in gen_batches]
+        for prompt_len, batch, decoder in grid:
             model = arm_model(base, arm)
             try:
-                row = generate_throughput(model, device, batch, prompt_len, args.new_tokens, 1, args.gen_repeats, vocab)
+                row = generate_throughput(model, device, batch, prompt_len, args.new_tokens, 1, args.gen_repeats, vocab,
+                                          decoder)
             except torch.OutOfMemoryError as error:
-                row = {"batch": batch, "prompt_len": prompt_len, "error": f"out of memory: {str(error).splitlines()[0]}"}
+                row = {"batch": batch, "prompt_len": prompt_len, "decoder": decoder,
+                       "error": f"out of memory: {str(error).splitlines()[0]}"}
             except Exception as error:
-                row = {"batch": batch, "prompt_len": prompt_len, "error": f"{type(error).__name__}: {error}"[:300]}
+                row = {"batch": batch, "prompt_len": prompt_len, "decoder": decoder,
+                       "error": f"{type(error).__name__}: {error}"[:300]}
             del model
             result["generate"][arm].append(row)
             print(f"[efficiency] generate {arm:12s} {row}", flush=True)

@@ -28,7 +28,9 @@ def test_efficiency_smoke_with_profile(tmp_path):
 
 
 def test_generation_grid_over_prompt_lengths_and_batches(tmp_path):
-    """One run measures every arm at every prompt length and batch (batch 1 always), each row saying which."""
+    """One run measures every arm at every prompt length and batch (batch 1 always) with both decoding loops
+    (transformers' generate and the captured step), each row saying which; the captured step's rows carry the
+    time per decoded token."""
     proc = subprocess.run(
         [sys.executable, str(ROOT / "experiments" / "efficiency.py"), "--smoke", "--arms", "softmax,hedgehog",
          "--prompt-len", "16,32", "--out", str(tmp_path)],
@@ -38,6 +40,9 @@ def test_generation_grid_over_prompt_lengths_and_batches(tmp_path):
     result = json.loads((tmp_path / "efficiency.json").read_text())
     for arm in ("softmax", "hedgehog"):
         rows = result["generate"][arm]
-        assert sorted((r["prompt_len"], r["batch"]) for r in rows) == [(16, 1), (16, 2), (32, 1), (32, 2)]
+        for decoder in ("generate", "graph"):
+            mine = [r for r in rows if r["decoder"] == decoder]
+            assert sorted((r["prompt_len"], r["batch"]) for r in mine) == [(16, 1), (16, 2), (32, 1), (32, 2)]
         assert all(r["tokens_per_s"] > 0 and r["new_tokens"] == 8 for r in rows)
+        assert all(r["step_ms"] > 0 and 0 < r["prefill_s"] < r["seconds"] for r in rows if r["decoder"] == "graph")
     assert (tmp_path / "figures" / "efficiency_generate.png").is_file()

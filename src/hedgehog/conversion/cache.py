@@ -28,6 +28,15 @@ def _map_tensors(value, fn):
     return value
 
 
+def _flat_tensors(value):
+    """Every tensor inside ``value`` (tensors, tuples and NamedTuples of them), in order."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, tuple):
+        for v in value:
+            yield from _flat_tensors(v)
+
+
 def _nbytes(value) -> int:
     if isinstance(value, torch.Tensor):
         return value.numel() * value.element_size()
@@ -50,6 +59,7 @@ class RecurrentStateLayer(CacheLayerMixin):
         self.state: RecurrentState | HybridState | None = None
         self.key_shift: torch.Tensor | None = None
         self.seen = 0
+        self.in_place = False  # store() copies into the tensors already held (a captured CUDA graph reads them)
 
     def __repr__(self) -> str:
         linear = self.state.linear if isinstance(self.state, HybridState) else self.state
@@ -66,6 +76,23 @@ class RecurrentStateLayer(CacheLayerMixin):
             self.lazy_initialization(key_states, value_states)
         self.seen += key_states.shape[-2]
         return key_states, value_states
+
+    def store(self, state: RecurrentState | HybridState, key_shift: torch.Tensor | None) -> None:
+        """Keep the layer's new state: assigned, or, with ``in_place`` and a state already held, copied into the
+        held tensors (which must then have the same shapes)."""
+        if not (self.in_place and self.state is not None):
+            self.state, self.key_shift = state, key_shift
+            return
+        held = [t for t in _flat_tensors((self.state, self.key_shift))]
+        new = [t for t in _flat_tensors((state, key_shift))]
+        if len(held) != len(new) or any(h.shape != n.shape for h, n in zip(held, new)):
+            raise RuntimeError(
+                "RecurrentStateLayer.store: an in-place cache needs a state of constant shapes, got "
+                f"{[list(t.shape) for t in new]} for {[list(t.shape) for t in held]}"
+            )
+        for h, n in zip(held, new):
+            if h is not n:
+                h.copy_(n)
 
     def get_seq_length(self) -> int:
         return self.seen
@@ -134,6 +161,14 @@ class LinearAttentionCache(Cache):
             if num_layers is None:
                 raise ValueError(f"LinearAttentionCache: {type(config).__name__} has no num_hidden_layers; pass num_layers")
         super().__init__(layers=[RecurrentStateLayer() for _ in range(num_layers)])
+        # While a captured decoding step replays, the index of the token being decoded as a tensor ([1], long),
+        # read by the converted layers instead of the Python token count (which replays do not advance).
+        self.position: torch.Tensor | None = None
+
+    def set_in_place(self, enabled: bool) -> None:
+        """Every layer keeps its state tensors and copies new values into them (for CUDA-graph decoding)."""
+        for layer in self.layers:
+            layer.in_place = bool(enabled)
 
     def state_nbytes(self) -> int:
         """Bytes held by all recurrent states: constant in the number of tokens seen."""

@@ -277,7 +277,18 @@ class ConvertedAttention(nn.Module):
         new_mask = None if mask is None else mask[:, -n:]
         if self.window is not None:
             return self._recurrent_hybrid(q, k, v, new_mask, layer)
-        positions = self._positions(layer.get_seq_length() - n, n, q.device)
+        position = getattr(cache, "position", None)  # a tensor while a CUDA graph replays the step
+        if n == 1 and position is not None:
+            positions = position.reshape(1)
+        else:
+            positions = self._positions(layer.get_seq_length() - n, n, q.device)
+        if layer.state is None and n > 1:  # prefill: outputs on the chunked (fused) kernels, the state in one product
+            out = attend(q, k, v, feature_map_q=self.feature_map_q, feature_map_k=self.feature_map_k, causal=True,
+                         key_padding_mask=new_mask, positions=positions)
+            keys = self.feature_map_q.pair(self.feature_map_k, q[:, :, :0], k, positions=positions[:0],
+                                           key_positions=positions, key_padding_mask=new_mask)
+            layer.store(_state_from_keys(keys.k, v, new_mask), keys.key_shift)
+            return out
         pair = self.feature_map_q.pair(self.feature_map_k, q, k, positions=positions, key_padding_mask=new_mask,
                                        key_shift=layer.key_shift)
         state = _rescaled(layer.state, layer.key_shift, pair.key_shift)
@@ -287,7 +298,7 @@ class ConvertedAttention(nn.Module):
             out, state = linear_attention(
                 pair.q, pair.k, v, True, key_padding_mask=new_mask, return_state=True, initial_state=state
             )
-        layer.state, layer.key_shift = state, pair.key_shift
+        layer.store(state, pair.key_shift)
         return out
 
     def _recurrent_hybrid(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, layer) -> Tensor:

@@ -16,6 +16,8 @@
 #
 #   OUT=/out HEDGEHOG_DATA_DIR=/data HEDGEHOG_CACHE_DIR=/cache TEACHER_TOKENS=400000 bash experiments/gpu_batch_g.sh
 #   SMOKE=1 bash experiments/gpu_batch_g.sh            # CPU check: a tiny random Llama, a few steps per stage
+#   SEEDS=1 MAIN_ARMS="hedgehog_window softmax hedgehog" EARLIER_ARMS="" ZEROSHOT=0 WORKERS=1 ...   # one seed's
+#       main arms, one run at a time (per-stage tokens/s measured alone)
 set -uo pipefail
 BATCH=batch_g
 T0=$(date +%s)
@@ -27,8 +29,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/batch_common.sh"
 SEEDS=${SEEDS:-"0 1 2"}
 TEACHER_TOKENS=${TEACHER_TOKENS:-0}
 SAMSUM_TEST=${SAMSUM_TEST:-256}
-MAIN_ARMS="hedgehog hedgehog_window softmax"
-EARLIER_ARMS=${EARLIER_ARMS:-"t2r elu performer cosformer taylor"}
+MAIN_ARMS=${MAIN_ARMS:-"hedgehog hedgehog_window softmax"}
+ZEROSHOT=${ZEROSHOT:-1}   # 0: leave out the zero-shot base model (it has no seed)
+EARLIER_ARMS=${EARLIER_ARMS-"t2r elu performer cosformer taylor"}  # set empty for none
 
 preflight || { finish; exit 1; }
 
@@ -79,8 +82,10 @@ ss_job() {  # ss_job ARM SEED
 FIRST=${SEEDS%% *}
 for arm in $MAIN_ARMS; do wt_job "$arm" "$FIRST"; done
 for arm in $MAIN_ARMS; do ss_job "$arm" "$FIRST"; done
-job wt_zeroshot $T_RUN - "$PY run.py experiment=wikitext_smollm2_zeroshot $ZS_SET hydra.run.dir=$WT/zeroshot $COMMON_NOSEED seed=0"
-job ss_zeroshot $T_RUN - "$PY run.py experiment=samsum_smollm2_zeroshot $SS_SET hydra.run.dir=$SS/zeroshot $COMMON_NOSEED seed=0"
+if [ "$ZEROSHOT" = 1 ]; then
+    job wt_zeroshot $T_RUN - "$PY run.py experiment=wikitext_smollm2_zeroshot $ZS_SET hydra.run.dir=$WT/zeroshot $COMMON_NOSEED seed=0"
+    job ss_zeroshot $T_RUN - "$PY run.py experiment=samsum_smollm2_zeroshot $SS_SET hydra.run.dir=$SS/zeroshot $COMMON_NOSEED seed=0"
+fi
 for seed in ${SEEDS#"$FIRST"}; do
     for arm in $MAIN_ARMS; do wt_job "$arm" "$seed"; done
 done

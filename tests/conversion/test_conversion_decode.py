@@ -14,13 +14,11 @@ def generate(model, ids, mask, new_tokens):
 
 
 @pytest.mark.parametrize("attention,options", [
-    ("softmax", {}), ("hedgehog", {}), ("elu", {}), ("cosformer", {}), ("hedgehog_window", {"window": 3}),
+    ("hedgehog", {}), ("elu", {}), ("cosformer", {}), ("hedgehog_window", {"window": 3}),
 ])
 @pytest.mark.parametrize("left_pad", [0, 3])
 def test_greedy_decode_equals_generate(attention, options, left_pad):
-    model = tiny_llama()
-    if attention != "softmax":
-        convert(model, attention, **options)
+    model = convert(tiny_llama(), attention, **options)
     ids, mask = batch(batch_size=3, length=8, left_pad=left_pad)
     expected = generate(model, ids, mask, 7)
     got = greedy_decode(model, ids, 7, attention_mask=mask)
@@ -67,3 +65,5 @@ def test_bad_arguments_are_named():
         greedy_decode(model, ids, 2, attention_mask=mask[:, :3])
     with pytest.raises(ValueError, match="cuda_graph=True needs CUDA"):
         greedy_decode(model, ids, 2, cuda_graph=True)
+    with pytest.raises(ValueError, match="no converted attention layer"):
+        greedy_decode(tiny_llama(), ids, 2)

@@ -40,6 +40,9 @@ def test_mqar_run_writes_results_csv_and_offline_wandb(tmp_path):
     assert results["experiment"] == "mqar" and results["data"] == "mqar" and results["model"] == "gpt_tiny"
     assert results["attention_backend"] == os.environ.get("HEDGEHOG_ATTENTION_BACKEND", "auto")
     assert results["stages"]["train"]["global_step"] == 6 and not results["resumed"]
+    train = results["stages"]["train"]  # training throughput of the stage, validation time left out
+    assert train["train_batches"] == 6 and train["train_tokens"] > 0 and train["train_tokens"] % 6 == 0
+    assert 0 < train["train_seconds"] < results["wall_time_s"] and train["tokens_per_s"] > 0
     for key in ("test/acc", "test/loss", "test/ppl", "val/acc", "val/loss"):
         assert 0 <= results["metrics"][key] < float("inf"), key
     assert len(results["config_hash"]) == 12 and results["git"]["commit"]
@@ -85,6 +88,8 @@ def test_finetuned_conversion_run_trains_three_stages(tmp_path):
     results = results_of(next((tmp_path / "train" / "runs").iterdir()))
     assert list(results["stages"]) == ["finetune", "distill", "finetune_linear"]
     assert all(stage["global_step"] == 2 for stage in results["stages"].values())
+    # tokens per stage: 2 steps of 4 x 32 tokens, each stage timed on its own
+    assert all(stage["train_tokens"] == 2 * 4 * 32 and stage["tokens_per_s"] > 0 for stage in results["stages"].values())
     assert 0 <= results["metrics"]["test/accuracy"] <= 1 and "teacher/test/accuracy" in results["metrics"]
 
 
@@ -121,6 +126,8 @@ def test_pretrained_conversion_run_distils_then_finetunes(tmp_path, tiny_llama):
     results = results_of(next((tmp_path / "train" / "runs").iterdir()))
     assert list(results["stages"]) == ["distill", "finetune"]
     assert all(stage["global_step"] == 2 for stage in results["stages"].values())
+    # tokens per stage: 2 steps of 4 x 32 tokens, each stage timed on its own
+    assert all(stage["train_tokens"] == 2 * 4 * 32 and stage["tokens_per_s"] > 0 for stage in results["stages"].values())
     assert results["metrics"]["test/ppl"] > 1
 
 

@@ -6,10 +6,11 @@ Here the prompt is prefilled once (converted layers: the chunked kernels for the
 state), then the step -- embedding, every layer, the head, the argmax, the position update -- is recorded once
 with ``torch.cuda.graph`` and replayed per token. What a replay needs lives in fixed tensors:
 
-- converted causal LMs: the ``LinearAttentionCache`` with ``set_in_place(True)`` (each layer copies its new
-  state into the tensors it already holds) and ``cache.position`` (the token index read by position-aware maps);
-- softmax models: transformers' ``StaticCache`` (keys and values written at ``cache_position``), the path
-  transformers itself compiles.
+the ``LinearAttentionCache`` with ``set_in_place(True)`` (each layer copies its new state into the tensors it
+already holds) and ``cache.position`` (the token index read by position-aware maps). Softmax models are not
+served here: their key/value cache grows, and transformers' own static cache (``cache_implementation="static"``
+with ``torch.compile``) is their graph path; on the GPU host's transformers 5.17 its layout did not match this
+loop (dtype taken from the weights, not the autocast), so it was left out rather than half supported.
 
 The next token, the RoPE positions ``[B, 1]`` and ``cache_position`` ``[1]`` are fixed tensors updated inside the
 graph. Without CUDA (or with ``cuda_graph=False``) the same step runs eagerly, which is what the CPU tests compare
@@ -45,14 +46,6 @@ def _autocast_as_now(device: torch.device):
     return torch.autocast(kind, dtype=torch.get_autocast_dtype(kind), cache_enabled=False)
 
 
-def _new_cache(model: nn.Module, batch: int, max_len: int, device: torch.device, dtype: torch.dtype):
-    if converted_layers(model):
-        return LinearAttentionCache(model.config)
-    from transformers import StaticCache
-
-    return StaticCache(config=model.config, max_cache_len=max_len)
-
-
 @torch.no_grad()
 def greedy_decode(
     model: nn.Module,
@@ -64,7 +57,7 @@ def greedy_decode(
 ) -> Tensor:
     """Greedy decoding of exactly ``max_new_tokens`` tokens (no stop at end-of-sequence).
 
-    ``model``: a causal LM (converted by ``hedgehog.convert`` or softmax); ``input_ids [B, P]``;
+    ``model``: a causal LM converted by ``hedgehog.convert``; ``input_ids [B, P]``;
     ``attention_mask [B, P]`` (1 = real token; left padding). ``cuda_graph``: capture the step (default: on CUDA,
     unless the model has sliding-window hybrid layers). Runs under the caller's autocast, if any.
     Returns ``[B, P + max_new_tokens]``, like ``generate``.
@@ -79,6 +72,11 @@ def greedy_decode(
         )
     device = input_ids.device
     layers = converted_layers(model)
+    if not layers:
+        raise ValueError(
+            f"greedy_decode: {type(model).__name__} has no converted attention layer; it decodes converted models "
+            "on their recurrent state (convert the model first, or use model.generate for a softmax model)"
+        )
     windowed = any(layer.window is not None for layer in layers)
     if cuda_graph is None:
         cuda_graph = device.type == "cuda" and not windowed
@@ -89,10 +87,8 @@ def greedy_decode(
         )
     model.eval()
     batch, prompt = input_ids.shape
-    dtype = next(model.parameters()).dtype
-    cache = _new_cache(model, batch, prompt + max_new_tokens, device, dtype)
+    cache = LinearAttentionCache(model.config)
     key = cache_argument(model)
-    linear = isinstance(cache, LinearAttentionCache)
 
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=_positions(input_ids, attention_mask),
                 cache_position=torch.arange(prompt, device=device), use_cache=True, **{key: cache})
@@ -104,22 +100,18 @@ def greedy_decode(
     lengths = attention_mask.long().sum(-1) if attention_mask is not None else torch.full((batch,), prompt, device=device)
     position_ids = lengths[:, None].clone()  # [B, 1]: RoPE position of the token fed next
     cache_position = torch.tensor([prompt], device=device)  # [1]: its slot in the sequence
-    if linear:
-        cache.set_in_place(True)
-        cache.position = cache_position
-    step_mask = None
-    if attention_mask is not None and not linear:  # a static key/value cache must keep the padded slots masked
-        step_mask = torch.cat([attention_mask, attention_mask.new_ones(batch, max_new_tokens)], dim=1)
+    cache.set_in_place(True)
+    cache.position = cache_position
 
-    def step() -> None:
-        logits = model(input_ids=next_ids, attention_mask=step_mask, position_ids=position_ids,
+    def step() -> None:  # padded prompt tokens never entered the state: the new tokens need no mask
+        logits = model(input_ids=next_ids, position_ids=position_ids,
                        cache_position=cache_position, use_cache=True, **{key: cache}).logits
         next_ids.copy_(logits[:, -1].argmax(-1, keepdim=True))
         position_ids.add_(1)
         cache_position.add_(1)
 
     if cuda_graph:
-        held = list(_flat_tensors(tuple((layer.state, layer.key_shift) for layer in cache.layers))) if linear else []
+        held = list(_flat_tensors(tuple((layer.state, layer.key_shift) for layer in cache.layers)))
         snapshot = [t.clone() for t in (*held, next_ids, position_ids, cache_position)]
         live = [*held, next_ids, position_ids, cache_position]
         graph = torch.cuda.CUDAGraph()
@@ -141,9 +133,8 @@ def greedy_decode(
         for _ in range(max_new_tokens - 1):
             step()
             tokens.append(next_ids.clone())
-    if linear:  # leave the cache consistent for a caller who keeps it
-        cache.set_in_place(False)
-        cache.position = None
-        for layer in cache.layers:
-            layer.seen = prompt + max_new_tokens - 1
+    cache.set_in_place(False)  # leave the cache consistent for a caller who keeps it
+    cache.position = None
+    for layer in cache.layers:
+        layer.seen = prompt + max_new_tokens - 1
     return torch.cat([input_ids, *tokens], dim=1)

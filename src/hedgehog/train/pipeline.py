@@ -52,6 +52,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hedgehog.attention.backend import get_backend, set_backend
 from hedgehog.callbacks.sitting import PauseAtSittingEnd, SittingClock, SittingLimit
+from hedgehog.callbacks.throughput import TrainThroughput
 from hedgehog.regimes.stages import Stage
 from hedgehog.train import data_identity
 from hedgehog.train.checkpoints import AtomicCheckpointIO, checked_weights, resume_checkpoint
@@ -287,7 +288,8 @@ def _fit_stage(
     started = time.perf_counter()
     callbacks = build_callbacks(cfg, stage_dir, bool(loggers))
     last_validation = _LastValidation()
-    callbacks += [_TrimLogsOnResume(f"{stage.name}/" if multi else ""), last_validation,
+    throughput = TrainThroughput()
+    callbacks += [_TrimLogsOnResume(f"{stage.name}/" if multi else ""), last_validation, throughput,
                   PauseAtSittingEnd(clock, stage_dir / LAST_CHECKPOINT, stage.name)]
     trainer = build_trainer(cfg, stage if multi else None, callbacks, loggers)
     if multi:
@@ -316,6 +318,7 @@ def _fit_stage(
         "global_step": int(trainer.global_step),
         "epoch": int(trainer.current_epoch),
         "wall_time_s": round(time.perf_counter() - started, 3),
+        **throughput.result(),
     }
     if trainer.is_global_zero:
         mark_stage_done(stage_dir, record)

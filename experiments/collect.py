@@ -480,7 +480,7 @@ def table_ablations(runs: pd.DataFrame, family: str, reference: pd.DataFrame | N
 
 # Batches that ran the conversion recipe at equal budgets (experiments/gpu_batch_g.sh: text_mix corpus, output-MSE
 # attention transfer, LoRA; runs named <arm>_s<seed>): their own tables, not mixed with the earlier recipe's.
-RECIPE_BATCHES = ("gpu_2026-12-02_g",)
+RECIPE_BATCHES = ("gpu_2026-12-02_g", "gpu_2026-12-02_g2")
 
 
 def _recipe_arm(name: str) -> tuple[str, int | None]:

@@ -65,5 +65,7 @@ def test_bad_arguments_are_named():
         greedy_decode(model, ids, 2, attention_mask=mask[:, :3])
     with pytest.raises(ValueError, match="cuda_graph=True needs CUDA"):
         greedy_decode(model, ids, 2, cuda_graph=True)
+    with pytest.raises(ValueError, match="max_positions=16"):
+        greedy_decode(convert(tiny_llama(), "cosformer", max_positions=16), ids, 12)
     with pytest.raises(ValueError, match="no converted attention layer"):
         greedy_decode(tiny_llama(), ids, 2)

@@ -85,8 +85,15 @@ def greedy_decode(
             "greedy_decode: cuda_graph=True needs CUDA inputs and a state of fixed shape (the sliding-window "
             "hybrid's window grows while it fills); pass cuda_graph=False"
         )
-    model.eval()
     batch, prompt = input_ids.shape
+    limits = [m.max_positions for layer in layers for m in (layer.feature_map_q, layer.feature_map_k)
+              if isinstance(getattr(m, "max_positions", None), int)]
+    if limits and prompt + max_new_tokens > min(limits):
+        raise ValueError(
+            f"greedy_decode: {prompt} prompt + {max_new_tokens} new tokens exceed the feature maps' max_positions="
+            f"{min(limits)}; convert with a larger max_positions or decode fewer tokens"
+        )
+    model.eval()
     cache = LinearAttentionCache(model.config)
     key = cache_argument(model)
 

@@ -41,8 +41,11 @@ class CosFormerFeatureMap(FeatureMap):
                 "build the map with a larger max_positions"
             )
         pos = default_positions(positions, x.shape[0], x.shape[2], x.device, fn)
-        # explicit positions are range-checked (one host sync); the default arange(N) was checked above
-        if positions is not None and pos.numel() and (int(pos.min()) < 0 or int(pos.max()) >= self.max_positions):
+        # explicit positions are range-checked (one host sync); the default arange(N) was checked above. A CUDA graph
+        # being captured cannot read values: its caller checks the range (hedgehog.conversion.decode)
+        capturing = x.is_cuda and torch.cuda.is_current_stream_capturing()
+        if (positions is not None and pos.numel() and not capturing
+                and (int(pos.min()) < 0 or int(pos.max()) >= self.max_positions)):
             raise ValueError(
                 f"{fn}: positions must lie in [0, max_positions={self.max_positions}), got "
                 f"[{int(pos.min())}, {int(pos.max())}]; build the map with a larger max_positions"

@@ -216,24 +216,23 @@ def main(argv=None) -> int:
     if device.type != "cuda":
         print("layer_path: no CUDA device; timing the PyTorch path on the CPU (the kernels need a GPU)", file=sys.stderr)
     rows = []
-    for n in args.seq_len:
-        calls = ways(args, n, device)
-        batch = calls.pop("batch")
+
+    def measure(calls: dict, n: int, batch: int) -> None:
         for name, fn in calls.items():
             row = {"seq_len": n, "batch": batch, "way": name, "ms": round(timed(fn, args.repeats, device), 3)}
             if args.profile:
                 row["top_kernels"] = top_kernels(fn, device)
             rows.append(row)
-            print(f"N={n:6d} B={batch:3d} {name:16s} {row['ms']:9.3f} ms", flush=True)
+            print(f"N={n:6d} B={batch:3d} {name:30s} {row['ms']:9.3f} ms", flush=True)
+
+    for n in args.seq_len:
+        calls = ways(args, n, device)
+        batch = calls.pop("batch")
+        measure(calls, n, batch)
         if args.from_model and device.type == "cuda":
-            info, calls = captured_ways(args, n, device)
+            info, captured = captured_ways(args, n, device)
             print(json.dumps(info, indent=1), flush=True)
-            for name, fn in calls.items():
-                row = {"seq_len": n, "batch": batch, "way": name, "ms": round(timed(fn, args.repeats, device), 3)}
-                if args.profile:
-                    row["top_kernels"] = top_kernels(fn, device)
-                rows.append(row)
-                print(f"N={n:6d} B={batch:3d} {name:30s} {row['ms']:9.3f} ms", flush=True)
+            measure(captured, n, batch)
             rows.append({"seq_len": n, "captured": info})
     result = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
               "torch": torch.__version__, "heads": args.heads, "kv_heads": args.kv_heads,

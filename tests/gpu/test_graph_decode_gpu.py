@@ -34,3 +34,20 @@ def test_graph_decode_equals_eager(attention, autocast):
         graphed = greedy_decode(model, ids, 12, attention_mask=mask, cuda_graph=True)
     assert graphed.shape == (3, 52)
     assert torch.equal(graphed, eager)
+
+
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_maps_in_the_decode_kernel_give_the_same_tokens(monkeypatch, cuda_graph):
+    """HEDGEHOG_KERNELS_DECODE_MAPS=1 (the Hedgehog maps inside the decode kernel, state updated in place) against
+    the maps in PyTorch, float32."""
+    from hedgehog.attention.dispatch import DECODE_MAPS_ENV
+    from hedgehog.conversion import convert
+    from hedgehog.conversion.decode import greedy_decode
+
+    model = convert(tiny_llama(), "hedgehog")
+    g = torch.Generator(device="cuda").manual_seed(2)
+    ids = torch.randint(3, 97, (2, 33), device="cuda", generator=g)
+    monkeypatch.delenv(DECODE_MAPS_ENV, raising=False)
+    reference = greedy_decode(model, ids, 10, cuda_graph=False)
+    monkeypatch.setenv(DECODE_MAPS_ENV, "1")
+    assert torch.equal(greedy_decode(model, ids, 10, cuda_graph=cuda_graph), reference)

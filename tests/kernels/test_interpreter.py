@@ -248,3 +248,59 @@ def test_segment_scan_matches_cumulative_sums(nseg, mode):
     if mode == "total":
         assert torch.equal(src, src_copy), "the scan wrote into its source"
     assert rel_err(dst, want) < 1e-6 if want.abs().sum() > 0 else dst.abs().max() == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("bias", [True, False])
+def test_hedgehog_step_with_maps_matches_pair_and_recurrent_step(dtype, bias):
+    """Three decoding steps with the maps in the kernel (state, key shift updated in place) against the PyTorch
+    path (``pair`` with the running key shift, the rescaled state, ``recurrent_step``), from a prefilled state;
+    grouped-query heads, a padded row, keys larger than the prefill's so that the shift moves."""
+    from hedgehog.attention.feature_maps.hedgehog import KEY_HEADROOM
+    from hedgehog.conversion.layer import _rescaled, _state_from_keys
+
+    torch.manual_seed(11)
+    b, hq, hk, d, hid, dv, n = 3, 4, 2, 16, 12, 20, 7
+    fq = build_feature_map("hedgehog", hq, d, feature_dim=hid, bias=bias, init="random")
+    fk = build_feature_map("hedgehog", hk, d, feature_dim=hid, bias=bias, init="random")
+    q, k, v = torch.randn(b, hq, n, d), torch.randn(b, hk, n, d), torch.randn(b, hk, n, dv)
+    with torch.no_grad():
+        pair = fq.pair(fk, q[:, :, :0], k, positions=torch.arange(0), key_positions=torch.arange(n))
+        ref_state, ref_shift = _state_from_keys(pair.k, v, None), pair.key_shift
+    S, z, shift = ref_state.S.clone().contiguous(), ref_state.z.clone().contiguous(), ref_shift.clone().contiguous()
+    mask = torch.tensor([[True], [False], [True]])
+    before_S = S.clone()
+    for step in range(3):
+        scale = 3.0 if step == 1 else 1.0  # a larger key moves the shift
+        qt = torch.randn(b, hq, 1, d).to(dtype)
+        kt, vt = (scale * torch.randn(b, hk, 1, d)).to(dtype), torch.randn(b, hk, 1, dv).to(dtype)
+        with torch.no_grad():
+            p = fq.pair(fk, qt, kt, key_padding_mask=mask, key_shift=ref_shift)
+            ref, ref_state = recurrent_step(p.q, p.k, vt, _rescaled(ref_state, ref_shift, p.key_shift), key_padding_mask=mask)
+            ref_shift = p.key_shift
+            out = decode.hedgehog_step(qt, kt, vt, fq.weight, fq.bias, fk.weight, fk.bias, S, z, shift, KEY_HEADROOM, mask)
+        assert out.dtype == dtype
+        tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-3)
+        torch.testing.assert_close(out.float(), ref.float(), **tol)
+        torch.testing.assert_close(shift, ref_shift, rtol=1e-5, atol=1e-5)
+        # the state's entries reach exp(KEY_HEADROOM) ~ 6e27 and cancel to ~0 elsewhere: compare as a whole (the
+        # reference rounds bf16 keys' features to bf16, the kernel keeps them in float32)
+        limit = 1e-5 if dtype == torch.float32 else 2e-3
+        assert rel_err(S, ref_state.S) < limit and rel_err(z, ref_state.z) < limit
+        assert torch.equal(S[1], before_S[1]) if step == 0 else True
+
+
+def test_fused_decode_step_is_opt_in_and_cuda_only(monkeypatch):
+    """Off by default; on CPU tensors it declines (None) even when switched on, and the state is untouched."""
+    from hedgehog.attention.dispatch import DECODE_MAPS_ENV, fused_decode_step
+
+    fq, fk = build_feature_map("hedgehog", 2, 8), build_feature_map("hedgehog", 2, 8)
+    state = RecurrentState(torch.rand(1, 2, 16, 8), torch.rand(1, 2, 16))
+    shift = torch.zeros(1, 2, 16)
+    q = k = v = torch.randn(1, 2, 1, 8)
+    before = state.S.clone()
+    monkeypatch.delenv(DECODE_MAPS_ENV, raising=False)
+    assert fused_decode_step(q, k, v, fq, fk, state, shift) is None
+    monkeypatch.setenv(DECODE_MAPS_ENV, "1")
+    assert fused_decode_step(q, k, v, fq, fk, state, shift) is None
+    assert torch.equal(state.S, before)

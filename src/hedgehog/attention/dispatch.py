@@ -24,6 +24,45 @@ def hybrid_kernels_enabled() -> bool:
     return os.environ.get(HYBRID_KERNELS_ENV, "0") not in ("", "0")
 
 
+DECODE_MAPS_ENV = "HEDGEHOG_KERNELS_DECODE_MAPS"
+
+
+def decode_maps_enabled() -> bool:
+    """The decoding step with the Hedgehog maps in the kernel is used on CUDA only when
+    ``HEDGEHOG_KERNELS_DECODE_MAPS=1``: it matches the reference in Triton's interpreter but has not yet run on a
+    GPU."""
+    return os.environ.get(DECODE_MAPS_ENV, "0") not in ("", "0")
+
+
+def fused_decode_step(q: Tensor, k: Tensor, v: Tensor, fq: FeatureMap, fk: FeatureMap, state, key_shift: Tensor | None,
+                      key_padding_mask: Tensor | None = None) -> Tensor | None:
+    """One decoding step of stabilised Hedgehog linear attention with the maps in the kernel, updating ``state``
+    (``S [B, Hk, F, Dv]``, ``z [B, Hk, F]``) and ``key_shift [B, Hk, F]`` **in place**; q ``[B, Hq, 1, D]``, k, v
+    ``[B, Hk, 1, .]``. Returns the output ``[B, Hq, 1, Dv]``, or None (nothing changed) where the kernel does not
+    apply: not enabled (``decode_maps_enabled``), not CUDA, gradients needed, maps that are not plain stabilised
+    Hedgehog maps, or a state that is not contiguous float32. The reference is ``pair`` + ``recurrent_step``."""
+    if not decode_maps_enabled() or key_shift is None or state is None or q.shape[2] != 1:
+        return None
+    kernels = kernels_for(q, k, v, state.S, state.z, key_shift)
+    if kernels is None:
+        return None
+    args = fq.fused_kernel_args(fk, q, k)
+    if args is None or args["window"] is not None or not args["stable"]:
+        return None
+    if (args["bias_q"] is None) != (args["bias_k"] is None):
+        return None
+    tensors = (state.S, state.z, key_shift)
+    if any(t.dtype != torch.float32 or not t.is_contiguous() for t in tensors):
+        return None
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, *fq.parameters(), *fk.parameters())):
+        return None  # the kernel has no backward
+    if not kernels.supports_hedgehog_step(q.shape[-1], args["weight_q"].shape[-1], v.shape[-1]):
+        return None
+    mask = check_key_padding_mask("fused_decode_step", key_padding_mask, q.shape[0], 1, q.device)
+    return kernels.hedgehog_step(q, k, v, args["weight_q"], args["bias_q"], args["weight_k"], args["bias_k"],
+                                 state.S, state.z, key_shift, args["key_headroom"], mask)
+
+
 def _fused(q: Tensor, k: Tensor, v: Tensor, fq: FeatureMap, fk: FeatureMap, causal: bool,
            key_padding_mask: Tensor | None, scale: float | None, log_balance: Tensor | None) -> Tensor | None:
     """The feature map's own fused kernel (``FeatureMap.fused_kernel_args``), when the backend, the device, the

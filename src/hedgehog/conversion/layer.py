@@ -41,6 +41,7 @@ from hedgehog.attention import (
     softmax_attention,
     softmax_weights,
 )
+from hedgehog.attention.dispatch import fused_decode_step
 from hedgehog.attention.distillation import attention_output_mse
 from hedgehog.conversion.cache import LinearAttentionCache
 
@@ -289,6 +290,11 @@ class ConvertedAttention(nn.Module):
                                            key_positions=positions, key_padding_mask=new_mask)
             layer.store(_state_from_keys(keys.k, v, new_mask), keys.key_shift)
             return out
+        if n == 1:  # the maps inside the decode kernel, the state updated in place (None: not applicable)
+            out = fused_decode_step(q, k, v, self.feature_map_q, self.feature_map_k, layer.state, layer.key_shift,
+                                    new_mask)
+            if out is not None:
+                return out
         pair = self.feature_map_q.pair(self.feature_map_k, q, k, positions=positions, key_padding_mask=new_mask,
                                        key_shift=layer.key_shift)
         state = _rescaled(layer.state, layer.key_shift, pair.key_shift)

@@ -9,6 +9,8 @@ reference. Entry points:
   Hedgehog feature map computed inside the kernels (``chunked.py``);
 * ``linear_attention(qf, kf, v, ...)`` -- the same on ready-made features of any map;
 * ``recurrent_step(qf, kf, v, S, z, mask)`` -- one decoding step on the state ``(S, z)`` (``decode.py``);
+* ``hedgehog_step(q, k, v, weights..., S, z, shift, headroom, mask)`` -- the same with the stabilised Hedgehog
+  maps in the kernel, updating the state in place (``decode.py``; opt-in, see ``hedgehog.attention.dispatch``);
 * ``hybrid_attention(q, k, v, weights..., log_balance, window=..., scale=...)`` -- the causal sliding-window +
   Hedgehog hybrid with the map fused (``hybrid.py``). Checked in the interpreter against the PyTorch reference;
   ``hedgehog.attention`` uses it on CUDA only where ``HEDGEHOG_KERNELS_HYBRID=1`` until it has passed the GPU
@@ -25,12 +27,12 @@ import torch
 
 from hedgehog.kernels import chunked, decode
 from hedgehog.kernels.chunked import hedgehog_attention, linear_attention
-from hedgehog.kernels.decode import recurrent_step
+from hedgehog.kernels.decode import hedgehog_step, recurrent_step, supports_hedgehog_step
 from hedgehog.kernels.hybrid import hybrid_attention
 
 __all__ = [
-    "KERNEL_DTYPES", "hedgehog_attention", "hybrid_attention", "linear_attention", "recurrent_step",
-    "supports_decode", "supports_features", "supports_fused",
+    "KERNEL_DTYPES", "hedgehog_attention", "hedgehog_step", "hybrid_attention", "linear_attention", "recurrent_step",
+    "supports_decode", "supports_features", "supports_fused", "supports_hedgehog_step",
 ]
 
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)

@@ -144,7 +144,7 @@ def generate_throughput(model, device, batch: int, prompt_len: int, new_tokens: 
                         vocab: int, decoder: str = "generate") -> dict:
     """Tokens/s of greedy decoding (prefill included). ``decoder``: ``generate`` (transformers' loop, one launch
     per kernel) or ``graph`` (``hedgehog.conversion.decode.greedy_decode``: the step replayed from a CUDA graph,
-    converted models only); the graph rows also give ``step_ms``, the time per decoded token
+    softmax on a static key/value cache); the graph rows also give ``step_ms``, the time per decoded token
     without the prefill (from a run decoding one token)."""
     from hedgehog.conversion.decode import greedy_decode
 
@@ -379,8 +379,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[efficiency] profile {arm:13s} {({k: v for k, v in row.items() if k != 'top_kernels'})}", flush=True)
         # generation has its own kernel path: one Hedgehog row is enough there, none for the -torch arm
         decoders = [d for d in args.decoders.split(",") if d]
-        if arm == "softmax":  # the captured step runs converted models only (hedgehog.conversion.decode)
-            decoders = [d for d in decoders if d != "graph"]
         grid = [] if arm.endswith("-torch") or args.new_tokens == 0 else [
             (p, b, d) for d in decoders for p in prompt_lens for b in gen_batches]
         for prompt_len, batch, decoder in grid:

@@ -14,11 +14,13 @@ def generate(model, ids, mask, new_tokens):
 
 
 @pytest.mark.parametrize("attention,options", [
-    ("hedgehog", {}), ("elu", {}), ("cosformer", {}), ("hedgehog_window", {"window": 3}),
+    ("softmax", {}), ("hedgehog", {}), ("elu", {}), ("cosformer", {}), ("hedgehog_window", {"window": 3}),
 ])
 @pytest.mark.parametrize("left_pad", [0, 3])
 def test_greedy_decode_equals_generate(attention, options, left_pad):
-    model = convert(tiny_llama(), attention, **options)
+    model = tiny_llama()
+    if attention != "softmax":
+        convert(model, attention, **options)
     ids, mask = batch(batch_size=3, length=8, left_pad=left_pad)
     expected = generate(model, ids, mask, 7)
     got = greedy_decode(model, ids, 7, attention_mask=mask)
@@ -67,5 +69,23 @@ def test_bad_arguments_are_named():
         greedy_decode(model, ids, 2, cuda_graph=True)
     with pytest.raises(ValueError, match="max_positions=16"):
         greedy_decode(convert(tiny_llama(), "cosformer", max_positions=16), ids, 12)
-    with pytest.raises(ValueError, match="no converted attention layer"):
-        greedy_decode(tiny_llama(), ids, 2)
+
+
+
+@pytest.mark.parametrize("attention", ["softmax", "hedgehog"])
+@pytest.mark.parametrize("autocast", [False, True])
+def test_the_warm_up_before_a_capture_is_undone(monkeypatch, attention, autocast):
+    """The steps run before a CUDA graph is captured advance the state, the static cache's own position counter
+    and the step's inputs; they are put back, so the tokens are those of ``generate`` (here rehearsed without a
+    GPU). Under autocast a softmax model's static cache stores float32 RoPE keys and 16-bit values in one dtype."""
+    import hedgehog.conversion.decode as decode
+
+    monkeypatch.setattr(decode, "_REHEARSE_WARM_UP", True)
+    model = tiny_llama()
+    if attention != "softmax":
+        convert(model, attention)
+    ids, mask = batch(batch_size=3, length=8, left_pad=3)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        expected = generate(model, ids, mask, 6)
+        got = greedy_decode(model, ids, 6, attention_mask=mask)
+    assert torch.equal(got, expected)

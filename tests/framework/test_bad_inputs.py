@@ -43,6 +43,7 @@ BAD_INPUTS = [
     (["+attention.options.feature_dimm=8"], ["unknown option 'feature_dimm'", "did you mean 'feature_dim'?"]),
     (["attention.options.bias=sometimes"], ["attention.options.bias: expected bool"]),
     (["attention_backend=cuda"], ["unknown attention backend 'cuda'", "auto, torch, triton"]),
+    (["matmul_precision=tf32"], ["matmul_precision", "highest, high, medium", "'tf32'"]),
     (["experiment=mqar", "data.num_kv_pairs=???"], ["data.num_kv_pairs must be set"]),
     (["trainer.max_steps=["], ["cannot read the override 'trainer.max_steps=['", "key=value"]),
     (["callbacks.model_checkpoint.every_n_train_steps=-2"],

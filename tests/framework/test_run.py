@@ -39,6 +39,7 @@ def test_mqar_run_writes_results_csv_and_offline_wandb(tmp_path):
     assert results["status"] == "complete" and results["attention"] == "softmax"
     assert results["experiment"] == "mqar" and results["data"] == "mqar" and results["model"] == "gpt_tiny"
     assert results["attention_backend"] == os.environ.get("HEDGEHOG_ATTENTION_BACKEND", "auto")
+    assert results["matmul_precision"] == "highest"  # torch's default unless matmul_precision= says otherwise
     assert results["stages"]["train"]["global_step"] == 6 and not results["resumed"]
     train = results["stages"]["train"]  # training throughput of the stage, validation time left out
     assert train["train_batches"] == 6 and train["train_tokens"] > 0 and train["train_tokens"] % 6 == 0
@@ -164,3 +165,9 @@ def test_cli_unknown_experiment_lists_the_choices_compactly(tmp_path):
         head, _, tail = path.stem.rpartition("_")
         assert path.stem in message or (tail in attention_choices() and f"{head}_<attention>" in message), path.stem
     assert len(message.strip().splitlines()) == 1, "one paragraph"
+
+
+def test_matmul_precision_is_applied_and_recorded(tmp_path):
+    ok(run_py([*TINY_MQAR, "attention=softmax", "matmul_precision=high"], tmp_path))
+    results = results_of(next((tmp_path / "train" / "runs").iterdir()))
+    assert results["matmul_precision"] == "high"

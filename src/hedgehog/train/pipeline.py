@@ -407,9 +407,10 @@ def _train_in(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any]:
 
     if "attention_backend" in cfg:
         set_backend(cfg.attention_backend)
-    if cfg.get("cpu_threads") is not None:
-        import torch
+    import torch
 
+    torch.set_float32_matmul_precision(str(cfg.get("matmul_precision", "highest")))
+    if cfg.get("cpu_threads") is not None:
         torch.set_num_threads(int(cfg.cpu_threads))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
@@ -447,6 +448,7 @@ def _train_in(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any]:
         "attention": OmegaConf.select(cfg, "attention.name"),
         "attention_options": _plain(OmegaConf.select(cfg, "attention.options")),
         "attention_backend": get_backend(),
+        "matmul_precision": torch.get_float32_matmul_precision(),
         "model": _choice(cfg, "model"),
         "data": _choice(cfg, "data"),
         "regime": _choice(cfg, "regime"),

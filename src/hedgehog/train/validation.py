@@ -37,6 +37,8 @@ from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 from hedgehog.utils.errors import ConfigError, DataNotFoundError
 from hedgehog.train.static_signature import absolute_module, parse_module, static_constant, static_signature
 
+MATMUL_PRECISIONS = ("highest", "high", "medium")  # torch.set_float32_matmul_precision
+
 # Top-level keys run.py understands. A key outside this set is a typo or a leftover: it would be ignored.
 KNOWN_TOP_LEVEL_KEYS = {
     "task_name": "name of the task: the first folder under paths.log_dir",
@@ -45,6 +47,7 @@ KNOWN_TOP_LEVEL_KEYS = {
     "attention": "attention type and options (conf/attention/)",
     "attention_backend": "auto (Triton kernels on CUDA), torch (PyTorch reference only) or triton",
     "cpu_threads": "CPU threads torch may use (null: torch's default)",
+    "matmul_precision": "float32 matmul precision: highest, high (TF32) or medium",
     "model": "the network (conf/model/)",
     "data": "the DataModule (conf/data/)",
     "regime": "the LightningModule (conf/regime/)",
@@ -164,6 +167,12 @@ def _check_scalars(cfg: DictConfig) -> None:
     threads = cfg.get("cpu_threads")
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise ConfigError(f"cpu_threads: expected a positive int or null, got {threads!r}; e.g. cpu_threads=1")
+    precision = cfg.get("matmul_precision", "highest")
+    if precision not in MATMUL_PRECISIONS:
+        raise ConfigError(
+            f"matmul_precision: expected one of {', '.join(MATMUL_PRECISIONS)}, got {precision!r}; e.g. "
+            "matmul_precision=high (TF32 for float32 matrix products)"
+        )
     if not isinstance(cfg.get("task_name"), str) or not cfg.task_name:
         raise ConfigError(f"task_name: expected a non-empty string, got {cfg.get('task_name')!r}")
     if "attention_backend" in cfg:

@@ -31,6 +31,8 @@ TEACHER_TOKENS=${TEACHER_TOKENS:-0}
 SAMSUM_TEST=${SAMSUM_TEST:-256}
 MAIN_ARMS=${MAIN_ARMS:-"hedgehog hedgehog_window softmax"}
 ZEROSHOT=${ZEROSHOT:-1}   # 0: leave out the zero-shot base model (it has no seed)
+EXTRA=${EXTRA:-}          # more Hydra overrides for every WikiText and SAMSum run (e.g. matmul_precision=high);
+                          # with a WORK_DIR of their own, since the runs' folders do not name them
 EARLIER_ARMS=${EARLIER_ARMS-"t2r elu performer cosformer taylor"}  # set empty for none
 
 preflight || { finish; exit 1; }
@@ -67,7 +69,7 @@ wt_job() {  # wt_job ARM SEED
     local arm=$1 seed=$2 dir=$WT/${1}_s$2
     local keep=""
     [ "$arm" != softmax ] && keep="$(keep_ckpt "$dir") && "
-    job wt_${arm}_s$seed $T_RUN - "${keep}$PY run.py experiment=wikitext_smollm2_$arm $WT_SET $(options "$arm") $TEACHER hydra.run.dir=$dir $COMMON_NOSEED seed=$seed"
+    job wt_${arm}_s$seed $T_RUN - "${keep}$PY run.py experiment=wikitext_smollm2_$arm $WT_SET $(options "$arm") $TEACHER $EXTRA hydra.run.dir=$dir $COMMON_NOSEED seed=$seed"
 }
 ss_job() {  # ss_job ARM SEED
     local arm=$1 seed=$2 dir=$SS/${1}_s$2 from=""
@@ -76,7 +78,7 @@ ss_job() {  # ss_job ARM SEED
         from="regime.distilled_from=$WT/${arm}_s$seed"
         after=wt_${arm}_s$seed
     fi
-    job ss_${arm}_s$seed $T_RUN $after "$PY run.py experiment=samsum_smollm2_$arm $SS_SET $SS_STEPS $(options "$arm") $from hydra.run.dir=$dir $COMMON_NOSEED seed=$seed && rm -f $WT/${arm}_s$seed/.keep_checkpoints"
+    job ss_${arm}_s$seed $T_RUN $after "$PY run.py experiment=samsum_smollm2_$arm $SS_SET $SS_STEPS $(options "$arm") $from $EXTRA hydra.run.dir=$dir $COMMON_NOSEED seed=$seed && rm -f $WT/${arm}_s$seed/.keep_checkpoints"
 }
 
 FIRST=${SEEDS%% *}

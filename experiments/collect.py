@@ -634,15 +634,27 @@ def _plt():
     return plt
 
 
-def _bars(values: pd.Series, labels, ylabel: str, title: str, path: Path, highlight="hedgehog", fmt="{:.2f}", log=False):
+def _seed_values(per_seed) -> list[float]:
+    """The values of a seed table's ``per_seed`` cell (``s0=0.96 s1=0.26``)."""
+    return [float(item.split("=", 1)[1]) for item in str(per_seed).split() if "=" in item]
+
+
+def _bars(values: pd.Series, labels, ylabel: str, title: str, path: Path, highlight="hedgehog", fmt="{:.2f}", log=False,
+          std=None, per_seed=None):
+    """Bars of ``values``; ``std``: an error bar of one standard deviation over seeds; ``per_seed``: each seed's
+    value as a dot (the seed tables' ``per_seed`` column), so that the spread is visible."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(1.2 + 0.8 * len(values), 3.4))
     colors = ["#c44e52" if str(l).startswith(highlight) else "#222222" if str(l).startswith("softmax") else "#8c8c8c"
               for l in labels]
-    bars = ax.bar(range(len(values)), values, color=colors)
+    errors = None if std is None else [0.0 if e != e else float(e) for e in std]
+    bars = ax.bar(range(len(values)), values, color=colors, yerr=errors, capsize=3 if errors else 0)
     for b, v in zip(bars, values):
         if v == v:
             ax.annotate(fmt.format(v), (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=7)
+    for i, cell in enumerate(per_seed if per_seed is not None else []):
+        points = _seed_values(cell)
+        ax.scatter([i] * len(points), points, s=10, color="#4c72b0", zorder=3)
     ax.set_xticks(range(len(values)), labels, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)
     if log:
@@ -734,8 +746,11 @@ def figures(tables: dict, fig_dir: Path) -> list[Path]:
         t = tables.get(key)
         if t is not None and not t.empty and col in t.columns:
             first = t.columns[0]
-            made.append(_bars(t[col], list(t[first]), ylabel, title, fig_dir / f"{key}.png",
-                              highlight="hedgehog", fmt="{:.3g}", log="ppl" in col))
+            std_col = col.replace("_mean", "_std")
+            made.append(_bars(t[col], list(t[first]), ylabel.replace("(mean over seeds)", "(mean ± std)"),
+                              f"{title}; dots: seeds", fig_dir / f"{key}.png", highlight="hedgehog", fmt="{:.3g}", log="ppl" in col,
+                              std=list(t[std_col]) if std_col in t.columns else None,
+                              per_seed=list(t["per_seed"]) if "per_seed" in t.columns else None))
     for key, metric, ylabel in (("ablations_mqar", "test_acc", "MQAR test accuracy"),
                                 ("ablations_mqar_recipe", "test_acc", "MQAR test accuracy (lr 1e-3; steps in the table)"),
                                 ("ablations_glue", "score", "GLUE test score")):

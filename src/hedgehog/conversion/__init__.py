@@ -5,7 +5,8 @@ May import: ``hedgehog.attention`` (and transformers, peft).
 models that route attention through transformers' ``AttentionInterface``; ``distillation`` / ``set_distillation``
 / ``pop_distillation_loss`` train the feature maps against the model's own softmax (stage 1); ``apply_lora``
 prepares stage 2; ``save_converted`` / ``load_converted`` round-trip a converted model as a Hugging Face folder;
-``LinearAttentionCache`` makes ``generate`` run on a constant-size recurrent state.
+``LinearAttentionCache`` makes ``generate`` run on a constant-size recurrent state; ``decode.greedy_decode``
+replays the one-token step from a CUDA graph.
 """
 
 from hedgehog.conversion.checkpoint import FEATURE_MAPS_FILE, load_converted, save_converted

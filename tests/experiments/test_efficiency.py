@@ -9,14 +9,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_efficiency_smoke_with_profile(tmp_path):
+def run_smoke(out: Path, *args: str) -> dict:
+    """``experiments/efficiency.py --smoke --arms softmax,hedgehog *args`` writing into ``out``; its JSON."""
     proc = subprocess.run(
         [sys.executable, str(ROOT / "experiments" / "efficiency.py"), "--smoke", "--arms", "softmax,hedgehog",
-         "--profile-seq-len", "64", "--out", str(tmp_path)],
+         *args, "--out", str(out)],
         capture_output=True, text=True, timeout=600, cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads((tmp_path / "efficiency.json").read_text())
+    return json.loads((out / "efficiency.json").read_text())
+
+
+def test_efficiency_smoke_with_profile(tmp_path):
+    result = run_smoke(tmp_path, "--profile-seq-len", "64")
     assert result["complete"] and set(result["train"]) == {"softmax", "hedgehog"}
     for arm in ("softmax", "hedgehog"):
         assert all(row["tokens_per_s"] > 0 for row in result["train"][arm])
@@ -31,13 +36,7 @@ def test_generation_grid_over_prompt_lengths_and_batches(tmp_path):
     """One run measures every arm at every prompt length and batch (batch 1 always) with both decoding loops
     (transformers' generate and the captured step), each row saying which; the captured step's rows carry the
     time per decoded token."""
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "experiments" / "efficiency.py"), "--smoke", "--arms", "softmax,hedgehog",
-         "--prompt-len", "16,32", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads((tmp_path / "efficiency.json").read_text())
+    result = run_smoke(tmp_path, "--prompt-len", "16,32")
     for arm in ("softmax", "hedgehog"):
         rows = result["generate"][arm]
         for decoder in ("generate", "graph"):

@@ -58,3 +58,11 @@ def run_py(args: list[str], log_dir: Path, timeout: float = 300, env: dict[str, 
         [sys.executable, str(REPO_ROOT / "run.py"), *args], cwd=REPO_ROOT, env=full_env, capture_output=True,
         text=True, timeout=timeout,
     )
+
+
+
+def run_killed(common: list[str], log_dir: Path, run_dir: Path, kill_step: int) -> None:
+    """Run ``common`` in ``run_dir`` and kill it (SIGKILL) at step ``kill_step``, as a crash would."""
+    killed = run_py(common + [f"hydra.run.dir={run_dir}", "+callbacks.kill._target_=framework_support.KillAtStep",
+                              f"+callbacks.kill.step={kill_step}"], log_dir)
+    assert killed.returncode == -9, killed.stderr[-3000:]

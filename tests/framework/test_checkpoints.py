@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from framework_helpers import TINY_MQAR, run_py
+from framework_helpers import TINY_MQAR, run_killed, run_py
 from hedgehog.utils.atomic_files import previous_version, write_atomically
 from hedgehog.train.checkpoints import AtomicCheckpointIO, checkpoint_problem, resume_checkpoint
 from hedgehog.utils.errors import CheckpointError
@@ -134,11 +134,8 @@ def test_truncated_checkpoint_run_falls_back_then_ends_like_an_uninterrupted_run
                           "trainer.log_every_n_steps=1"]
     reference = run_py(common + [f"hydra.run.dir={tmp_path / 'reference'}"], tmp_path)
     assert reference.returncode == 0, reference.stderr[-3000:]
-
     run_dir = tmp_path / "run"
-    killed = run_py(common + [f"hydra.run.dir={run_dir}", "+callbacks.kill._target_=framework_support.KillAtStep",
-                              "+callbacks.kill.step=5"], tmp_path)
-    assert killed.returncode == -9, killed.stderr[-3000:]
+    run_killed(common, tmp_path, run_dir, kill_step=5)
     last = run_dir / "checkpoints" / "train" / "last.ckpt"
     assert torch.load(previous_version(last), weights_only=False)["global_step"] == 2
     truncate(last, 0.6)
@@ -154,9 +151,7 @@ def test_truncated_checkpoint_run_falls_back_then_ends_like_an_uninterrupted_run
 def test_no_loadable_checkpoint_stops_with_one_paragraph(tmp_path):
     common = TINY_MQAR + ["trainer.max_steps=8", "callbacks.model_checkpoint.every_n_train_steps=2"]
     run_dir = tmp_path / "run"
-    killed = run_py(common + [f"hydra.run.dir={run_dir}", "+callbacks.kill._target_=framework_support.KillAtStep",
-                              "+callbacks.kill.step=3"], tmp_path)
-    assert killed.returncode == -9
+    run_killed(common, tmp_path, run_dir, kill_step=3)
     last = run_dir / "checkpoints" / "train" / "last.ckpt"
     assert not previous_version(last).exists()
     last.write_text("not a checkpoint")

@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf, open_dict
 from torch.utils.data import DataLoader
 
-from framework_helpers import TINY_MQAR, compose_config, run_py
+from framework_helpers import TINY_MQAR, compose_config, run_killed, run_py
 from framework_support import TwoStageModule
 from hedgehog.train.pipeline import train
 from hedgehog.train.resume import EpochShuffleSampler, ResumableDataLoader, resumable_loader
@@ -112,11 +112,8 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
                           "trainer.log_every_n_steps=1"]
     uninterrupted = run_py(common + [f"hydra.run.dir={tmp_path / 'a'}"], tmp_path)
     assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
-
     run_dir = tmp_path / "b"
-    killed = run_py(common + [f"hydra.run.dir={run_dir}", "+callbacks.kill._target_=framework_support.KillAtStep",
-                              "+callbacks.kill.step=8"], tmp_path)
-    assert killed.returncode == -9, killed.stderr[-3000:]
+    run_killed(common, tmp_path, run_dir, kill_step=8)
     assert not (run_dir / "results.json").exists()
     assert torch.load(run_dir / "checkpoints" / "train" / "last.ckpt", weights_only=False)["global_step"] == 6
 

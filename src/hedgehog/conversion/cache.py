@@ -83,8 +83,8 @@ class RecurrentStateLayer(CacheLayerMixin):
         if not (self.in_place and self.state is not None):
             self.state, self.key_shift = state, key_shift
             return
-        held = [t for t in _flat_tensors((self.state, self.key_shift))]
-        new = [t for t in _flat_tensors((state, key_shift))]
+        held = list(_flat_tensors((self.state, self.key_shift)))
+        new = list(_flat_tensors((state, key_shift)))
         if len(held) != len(new) or any(h.shape != n.shape for h, n in zip(held, new)):
             raise RuntimeError(
                 "RecurrentStateLayer.store: an in-place cache needs a state of constant shapes, got "

@@ -58,14 +58,10 @@ def _static_cache(model: nn.Module, max_len: int, dtype: torch.dtype):
 
 
 def _counters(cache) -> list[Tensor]:
-    """Small tensors a cache advances by itself (a static cache's per-layer position counter), which warm-up
-    steps move and which must be put back before the capture."""
-    out = []
-    for layer in getattr(cache, "layers", []):
-        for value in vars(layer).values():
-            if isinstance(value, Tensor) and value.numel() <= 8:
-                out.append(value)
-    return out
+    """The position counters a static cache's layers advance by themselves (``cumulative_length``), which the
+    warm-up steps move and which must be put back before the capture."""
+    counters = (getattr(layer, "cumulative_length", None) for layer in getattr(cache, "layers", []))
+    return [c for c in counters if isinstance(c, Tensor)]
 
 
 def _autocast_as_now(device: torch.device):
@@ -149,10 +145,13 @@ def greedy_decode(
         position_ids.add_(1)
         cache_position.add_(1)
 
-    # what the warm-up steps move: the linear states (a static cache's slots are overwritten anyway), the cache's
-    # own counters, and the step's inputs
-    held = list(_flat_tensors(tuple((layer.state, layer.key_shift) for layer in cache.layers))) if linear else []
-    live = [*held, *_counters(cache), next_ids, position_ids, cache_position]
+    # what the warm-up steps move: the recurrent states, or a static cache's position counters (its key/value
+    # slots are overwritten anyway), and the step's inputs
+    if linear:
+        held = list(_flat_tensors(tuple((layer.state, layer.key_shift) for layer in cache.layers)))
+    else:
+        held = _counters(cache)
+    live = [*held, next_ids, position_ids, cache_position]
     if cuda_graph:
         graph = torch.cuda.CUDAGraph()
         with _autocast_as_now(device):
